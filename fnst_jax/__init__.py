@@ -1,0 +1,1 @@
+"""fnst_jax: fast neural style transfer in JAX/Flax."""
