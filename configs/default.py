@@ -1,0 +1,60 @@
+"""The real run: Johnson et al.'s settings on COCO 2014 train, VGG19 from torchvision.
+
+    python train.py --config configs/default.py --workdir runs/starry \
+        --config.style_image=path/to/starry-night.jpg
+
+256x256 crops, batch 4, Adam lr 1e-3, 40k steps (two epochs of the ~83k COCO train
+images), style layers relu1_1..relu5_1, content layer relu2_2, the article's 40 px
+reflection padding. VGG19 weights are downloaded from torchvision on first use and cached
+(offline: --config.vgg.weights=/path/to/vgg19-dcbb9e9d.pth). COCO is prepared once by
+tensorflow-datasets (see README). On one modern GPU this takes well under an hour.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from fnst_jax.data import default_data_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.style_image = ""  # required: the style to learn
+    config.style_size = config_dict.placeholder(int)  # resize the style's shorter side; None: as is
+    config.dtype = "float32"  # or "bfloat16": compute in bf16, params/norms/Grams/losses in f32
+    config.parallel = "jit"  # "jit" (mesh + sharded batch) or "pmap"
+
+    config.data = default_data_config()
+    config.data.source = "tfds:coco_images/2014"
+
+    config.vgg = ml_collections.ConfigDict()
+    config.vgg.weights = "torchvision"  # a file path, "torchvision" (download+cache) or "random"
+    config.vgg.preprocessing = config_dict.placeholder(str)  # None: what the weights need
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    config.loss.style_layer_weights = config_dict.placeholder(tuple)
+    config.loss.content_layer = "relu2_2"
+    # With auto_balance the weights are multipliers of the content/style and content/TV
+    # ratios measured on the first batch (the article's "human-sized" weights): style 1.0
+    # means style and content losses start equal.
+    config.loss.auto_balance = True
+    config.loss.content_weight = 1.0
+    config.loss.style_weight = 10.0
+    config.loss.tv_weight = 0.1
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 40_000
+    config.train.batch_size = 4  # global, over all devices and hosts
+    config.train.image_size = 256
+    config.train.lr = 1e-3
+    config.train.seed = 0
+    config.train.pad = 40  # reflection padding (px) around the input, cropped after the net
+    config.train.max_nonfinite = 10  # this many non-finite steps in a row stop the run
+
+    config.log_every = 50
+    config.checkpoint_every = 1000
+    config.keep_checkpoints = 3
+    config.sample_every = 1000
+    config.eval_every = 1000
+    config.num_validation_images = 8
+    return config

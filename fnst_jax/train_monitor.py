@@ -1,0 +1,200 @@
+"""What the user sees of a training run: progress, logs, metrics, TensorBoard, chart, samples.
+
+Writes (process 0 only):
+  WORKDIR/metrics.jsonl          one JSON record per logged step ({"step", "split", ...})
+  WORKDIR/tensorboard/           TensorBoard event files (scalars and sample images)
+  WORKDIR/loss.png               content, style and TV loss over steps (the article's chart)
+  WORKDIR/samples/step_XXXXXX.png  validation inputs (top row) and their stylizations
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import logging  # noqa: E402
+from PIL import Image  # noqa: E402
+
+METRICS_FILE = "metrics.jsonl"
+CHART_FILE = "loss.png"
+SAMPLES_DIR = "samples"
+CHART_TERMS = ("content", "style", "tv")
+
+
+class Monitor:
+    def __init__(self, workdir: Path, config, start_step: int, enabled: bool = True):
+        self.workdir = Path(workdir)
+        self.enabled = enabled
+        self.total_steps = config.train.steps
+        self.batch_size = config.train.batch_size
+        self.learning_rate = config.train.lr
+        self.start_step = start_step
+        self.step = start_step
+        self._images = 0
+        self._window_start = time.perf_counter()
+        self._window_images = 0
+        self.images_per_s = 0.0
+        self.history: list[dict] = []
+        self._bar = None
+        self._writer = None
+        if not enabled:
+            return
+        self.history = self._read_history(start_step)
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=start_step)
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total_steps, initial=start_step, unit="step", dynamic_ncols=True
+            )
+
+    def _read_history(self, start_step: int) -> list[dict]:
+        """Records of the run so far; those past the resumed step are dropped (they are
+        recomputed), so a resumed run's metrics have no repeated steps."""
+        path = self.workdir / METRICS_FILE
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if record.get("step", 0) <= start_step:
+                records.append(record)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.replace(tmp, path)
+        return records
+
+    def tick(self, batch_size: int) -> None:
+        self.step += 1
+        self._window_images += batch_size
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _append(self, record: dict) -> None:
+        self.history.append(record)
+        with open(self.workdir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def log_train(self, step: int, metrics: dict[str, float], bad_files: int) -> None:
+        now = time.perf_counter()
+        if now > self._window_start:
+            self.images_per_s = self._window_images / (now - self._window_start)
+        self._window_start, self._window_images = now, 0
+        if not self.enabled:
+            return
+        record = {"step": step, "split": "train", "images_per_s": self.images_per_s, **metrics}
+        self._append(record)
+        for key, value in metrics.items():
+            self._writer.add_scalar(f"train/{key}", value, step)
+        self._writer.add_scalar("train/images_per_s", self.images_per_s, step)
+        self._writer.add_scalar("train/learning_rate", self.learning_rate, step)
+        summary = (
+            f"loss {metrics['total']:.4g} (content {metrics['content']:.3g}, "
+            f"style {metrics['style']:.3g}, tv {metrics['tv']:.3g})"
+        )
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{summary}, {self.images_per_s:.1f} img/s", refresh=False)
+        else:
+            remaining = self.total_steps - step
+            steps_per_s = self.images_per_s / self.batch_size
+            eta = remaining / steps_per_s if steps_per_s > 0 else float("nan")
+            logging.info(
+                "step %d/%d  %s  %.1f img/s  ETA %s%s",
+                step,
+                self.total_steps,
+                summary,
+                self.images_per_s,
+                _format_seconds(eta),
+                f"  ({bad_files} bad files skipped)" if bad_files else "",
+            )
+        self.plot()
+
+    def log_validation(self, step: int, terms: dict) -> None:
+        if not self.enabled:
+            return
+        metrics = {k: float(v) for k, v in terms.items()}
+        self._append({"step": step, "split": "validation", **metrics})
+        for key, value in metrics.items():
+            self._writer.add_scalar(f"validation/{key}", value, step)
+        message = f"validation at step {step}: loss {metrics['total']:.4g}"
+        if self._bar is not None:
+            self._bar.write(message)
+        else:
+            logging.info(message)
+
+    def save_samples(self, step: int, inputs: np.ndarray, stylized: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        grid = sample_grid(inputs, stylized)
+        folder = self.workdir / SAMPLES_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f"step_{step:06d}.png"
+        tmp = path.with_name(f".{path.name}.tmp")
+        Image.fromarray(grid).save(tmp, format="PNG")
+        os.replace(tmp, path)
+        self._writer.add_image("samples", grid, step, dataformats="HWC")
+
+    def plot(self) -> None:
+        """The article's chart: content, style and TV loss (weighted) over steps."""
+        train = [r for r in self.history if r.get("split") == "train"]
+        if not train:
+            return
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        steps = [r["step"] for r in train]
+        for term in CHART_TERMS:
+            values = [r.get(term, np.nan) for r in train]
+            if any(v > 0 for v in values):
+                ax.plot(steps, values, label=f"{term} loss")
+        validation = [r for r in self.history if r.get("split") == "validation"]
+        if validation:
+            ax.plot(
+                [r["step"] for r in validation],
+                [r["total"] for r in validation],
+                "k--",
+                label="validation total",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("weighted loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = self.workdir / CHART_FILE
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp)
+        plt.close(fig)
+        os.replace(tmp, path)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def sample_grid(inputs: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+    """Inputs on the top row, their stylizations below, as one uint8 image."""
+    top = np.concatenate(list(inputs), axis=1)
+    bottom = np.concatenate(list(np.clip(np.rint(stylized), 0, 255).astype(np.uint8)), axis=1)
+    return np.concatenate([top, bottom], axis=0)
+
+
+def _format_seconds(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
