@@ -1,0 +1,224 @@
+"""evaluate: the reported losses are the training objective's; the report contract; bad inputs.
+
+A random TransformerNet, a 4-layer random VGG and 32 px images keep every test in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from fnst_jax import evaluate, export, gatys
+from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
+from fnst_jax.transformer_net import TransformerNet, stylize_padded
+from fnst_jax.vgg import CONV_CHANNELS, CONV_LAYERS, VGG19
+
+SPEC = LossSpec(style_layers=("relu1_1", "relu2_1"), content_layer="relu2_2", tv_weight=1e-2)
+PAD = 4
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def vgg4() -> VGG19:
+    """A He-initialised random VGG19 truncated to its first 4 convs (up to relu2_2): cheap,
+    and deep enough for a style (relu1_1, relu2_1) and content (relu2_2) loss."""
+    rng = np.random.default_rng(0)
+    params = {}
+    for conv in CONV_LAYERS[:4]:
+        cin, cout = CONV_CHANNELS[conv]
+        kernel = rng.standard_normal((3, 3, cin, cout)) * np.sqrt(2.0 / (9 * cin))
+        params[conv] = {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.zeros(cout)}
+    return VGG19(params, "torch", "random[:4]")
+
+
+@pytest.fixture(scope="module")
+def model() -> TransformerNet:
+    return TransformerNet(rngs=nnx.Rngs(0))
+
+
+def _image(seed: int, h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    channels = [np.sin(x / rng.uniform(2, 6) + rng.uniform(0, 6)) * np.cos(y / 4) for _ in range(3)]
+    return np.clip(np.stack(channels, -1) * 90 + 128 + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(
+        np.uint8
+    )
+
+
+def test_losses_equal_the_training_objective(model, vgg4):
+    """Pinned: what evaluate reports is perceptual_loss on stylize_padded, as training computes."""
+    images = jnp.asarray(np.stack([_image(0, SIZE, SIZE), _image(1, SIZE, SIZE)]), jnp.float32)
+    grams = style_grams(vgg4, jnp.asarray(_image(2, 36, 36), jnp.float32)[None], SPEC.style_layers)
+    evaluator = evaluate.Evaluator(model, vgg4, SPEC, grams, PAD)
+    stylized, results = evaluator.evaluate(images)
+
+    expected_stylized = stylize_padded(model, images, PAD)
+    np.testing.assert_allclose(stylized, expected_stylized, rtol=1e-4, atol=1e-3)
+    content = content_targets(vgg4, images, SPEC)
+    _, batch_terms = perceptual_loss(vgg4, expected_stylized, content, grams, SPEC)
+    for name, key in evaluate.TERM_KEYS.items():
+        # Same-size images: the batch loss (what a training step sees) is the per-image mean.
+        mean = np.mean([r[key] for r in results])
+        assert mean == pytest.approx(float(batch_terms[name]), rel=1e-4), name
+    for i, result in enumerate(results):
+        _, terms = perceptual_loss(
+            vgg4, expected_stylized[i : i + 1], content[i : i + 1], grams, SPEC
+        )
+        assert result["total_loss"] == pytest.approx(float(terms["total"]), rel=1e-4)
+        assert result["total_loss"] == pytest.approx(
+            result["content_loss"] + result["style_loss"] + result["tv_loss"], rel=1e-5
+        )
+        assert result["tv_loss"] > 0 and result["seconds"] > 0
+    assert results[0]["content_loss"] != pytest.approx(results[1]["content_loss"], rel=1e-3)
+
+    # And the training code's own validation function gives the same numbers.
+    train_lib = pytest.importorskip("fnst_jax.train_lib")
+    graphdef, params = nnx.split(model, nnx.Param)
+    eval_fn = train_lib.make_eval_fn(graphdef=graphdef, spec=SPEC, pad=PAD, dtype=jnp.float32)
+    train_terms, _ = eval_fn(nnx.to_pure_dict(params), images, vgg4, grams)
+    assert np.mean([r["total_loss"] for r in results]) == pytest.approx(
+        float(train_terms["total"]), rel=1e-4
+    )
+
+
+def test_matched_iterations_and_summary():
+    assert evaluate.matched_iterations(1.0, {50: 2.0, 100: 0.9, 300: 0.5}) == 100
+    assert evaluate.matched_iterations(1.0, {50: 1.0, 100: 0.9}) == 50  # "at or below"
+    assert evaluate.matched_iterations(0.1, {50: 2.0, 100: 0.9}) is None
+    results = [
+        {"content_loss": 1, "style_loss": 2, "tv_loss": 0, "total_loss": 3, "seconds": 0.5,
+         "baseline": {"5": 4.0, "10": 2.0}},
+        {"content_loss": 3, "style_loss": 2, "tv_loss": 0, "total_loss": 5, "seconds": 1.5,
+         "baseline": {"5": 6.0, "10": 4.0}},
+    ]  # fmt: skip
+    summary = evaluate.summarize(results, (5, 10))
+    assert summary["total_loss"] == 4 and summary["content_loss"] == 2
+    assert summary["seconds_per_image"] == 1.0
+    assert summary["baseline"] == {"5": 5.0, "10": 3.0}
+    assert summary["ratio"] == {"5": 0.8, "10": pytest.approx(4 / 3)}
+    assert summary["matched_iterations"] == 10
+    sentence = evaluate.matched_sentence
+    assert "~100 iterations (between 50 and 100" in sentence(1.0, {"50": 2.0, "100": 0.9}, "x")
+    assert "already below" in sentence(1.0, {"50": 0.5, "100": 0.4}, "x")
+    assert "below the optimiser's at every" in sentence(0.1, {"50": 2.0, "100": 0.9}, "x")
+    assert evaluate.parse_iterations("300, 50,100") == (50, 100, 300)
+    assert evaluate.parse_iterations("none") == ()
+
+
+@pytest.fixture
+def model_file(tmp_path, model):
+    style = tmp_path / "style.png"
+    Image.fromarray(_image(2, 36, 44)).save(style)
+    meta = {
+        "pad": PAD,
+        "image_size": SIZE,
+        "style_image": str(style),
+        "style_size": 36,
+        "loss": dataclasses.asdict(SPEC),
+        "vgg": {"weights": "random", "preprocessing": "torch"},
+        "step": 1,
+        "config": {},
+    }
+    return export.save_model(tmp_path / "run" / "model.npz", model, meta)
+
+
+def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(gatys, "load_vgg", lambda w, p=None: asked.append((w, p)) or vgg4)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_image(3, 40, 48)).save(photos / "a.png")
+    Image.fromarray(_image(4, 36, 36)).save(photos / "b.jpg")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    report = tmp_path / "out" / "eval.json"
+    argv = [
+        "--model", str(model_file.parent), "--images", str(photos), str(tmp_path / "gone.png"),
+        "--baseline-iterations", "4,2", "--json", str(report),
+    ]  # fmt: skip
+    assert evaluate.main(argv) == 1  # two bad inputs, the others evaluated
+    assert asked == [("random", "torch")]
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert f"error: {tmp_path / 'gone.png'}: no such file or directory" in errors
+    assert any(line.startswith(f"error: {photos / 'broken.jpg'}: ") for line in errors)
+    assert "Traceback" not in captured.err
+    assert "opt@2" in captured.out and "mean (2 images)" in captured.out
+
+    document = json.loads(report.read_text())
+    assert [r["path"] for r in document["images"]] == [str(photos / "a.png"), str(photos / "b.jpg")]
+    for result in document["images"]:
+        assert result["size"] == [SIZE, SIZE]  # training's view: shorter side + centre crop
+        assert set(result["baseline"]) == {"2", "4"}
+        assert result["baseline"]["4"] <= result["baseline"]["2"]
+        for key in ("content_loss", "style_loss", "tv_loss", "total_loss", "seconds"):
+            assert np.isfinite(result[key])
+    summary = document["summary"]
+    assert summary["total_loss"] == pytest.approx(
+        np.mean([r["total_loss"] for r in document["images"]])
+    )
+    baseline = {int(k): v for k, v in summary["baseline"].items()}
+    assert summary["matched_iterations"] == evaluate.matched_iterations(
+        summary["total_loss"], baseline
+    )
+    assert document["loss"]["style_layers"] == list(SPEC.style_layers)
+    assert len(document["failed"]) == 2
+
+    # The numbers are the training objective on training's view of each image.
+    image = evaluate.prepare_image(np.asarray(Image.open(photos / "a.png")), SIZE)
+    grams = evaluate.load_style_grams(vgg4, model_file.parent.parent / "style.png", 36,
+                                      SPEC.style_layers)  # fmt: skip
+    batch = jnp.asarray(image, jnp.float32)[None]
+    _, terms = perceptual_loss(
+        vgg4, stylize_padded(model, batch, PAD), content_targets(vgg4, batch, SPEC), grams, SPEC
+    )
+    assert document["images"][0]["total_loss"] == pytest.approx(float(terms["total"]), rel=1e-4)
+
+    grid = np.asarray(Image.open(report.with_name("eval_grid.png")))
+    assert grid.shape == (2 * evaluate.GRID_ROW_HEIGHT, 2 * evaluate.GRID_ROW_HEIGHT, 3)
+
+    # Nothing is overwritten without --overwrite.
+    assert evaluate.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {report}: already exists (pass --overwrite to replace it)"
+    )
+
+
+def test_cli_full_size_without_baseline(model_file, vgg4, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gatys, "load_vgg", lambda w, p=None: vgg4)
+    Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
+    report = tmp_path / "full.json"
+    argv = [
+        "--model", str(model_file), "--images", str(tmp_path / "c.png"), "--full-size",
+        "--baseline-iterations", "none", "--json", str(report), "--no-grid",
+    ]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    document = json.loads(report.read_text())
+    assert document["images"][0]["size"] == [36, 44]
+    assert document["images"][0]["baseline"] == {}
+    assert (
+        document["summary"]["baseline"] == {} and document["summary"]["matched_iterations"] is None
+    )
+    assert document["image_size"] is None
+    assert not (tmp_path / "full_grid.png").exists()
+
+
+def test_cli_bad_model(tmp_path, capsys):
+    (tmp_path / "x.png").write_bytes(b"")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    for model_path, reason in (
+        (tmp_path / "missing.npz", "model file not found"),
+        (corrupt, "not an fnst_jax model file"),
+        (tmp_path, "folder has no exported model"),
+    ):
+        argv = ["--model", str(model_path), "--images", str(tmp_path / "x.png"), "--no-grid"]
+        assert evaluate.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and reason in err, err
+        assert str(model_path) in err
