@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel = "jit"  # "jit" (mesh + sharded batch) or "pmap"
 
     config.data = default_data_config()
-    config.data.source = "tfds:coco_images/2014"
+    config.data.source = "tfds:fnst_coco_images/2014"
 
     config.vgg = ml_collections.ConfigDict()
     config.vgg.weights = "torchvision"  # a file path, "torchvision" (download+cache) or "random"

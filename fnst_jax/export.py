@@ -34,7 +34,7 @@ class ModelFileError(ValueError):
 
 
 def flat_params(model: TransformerNet) -> dict[str, np.ndarray]:
-    pure = nnx.state(model, nnx.Param).to_pure_dict()
+    pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     leaves = jax.tree_util.tree_flatten_with_path(pure)[0]
     return {
         "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v)
@@ -126,11 +126,11 @@ def load_model(
 def setflat_params(model: TransformerNet, flat: dict[str, np.ndarray]) -> None:
     """Load parameters keyed as in `flat_params` into `model` in place."""
     state = nnx.state(model, nnx.Param)
-    pure = state.to_pure_dict()
+    pure = nnx.to_pure_dict(state)
     paths, treedef = jax.tree_util.tree_flatten_with_path(pure)
     values = [
         jnp.asarray(flat["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p)])
         for p, _ in paths
     ]
-    state.replace_by_pure_dict(jax.tree_util.tree_unflatten(treedef, values))
+    nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, values))
     nnx.update(model, state)

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnst_jax import checkpoint, data, export
-from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
+from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams, tv_loss
 from fnst_jax.train_monitor import Monitor
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 from fnst_jax.vgg import VGG19
@@ -75,7 +75,7 @@ def loss_and_grads(params, batch, vgg: VGG19, target_grams, *, graphdef, spec, p
 
 def apply_gradients(state: dict, terms: dict, grads, tx: optax.GradientTransformation):
     """Adam update, skipped (params and optimizer state unchanged) when anything is non-finite."""
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(terms["total"]) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -165,7 +165,8 @@ def loss_spec_from_config(loss_config: ml_collections.ConfigDict) -> LossSpec:
 
 def balance_weights(spec: LossSpec, raw_terms: dict[str, float]) -> LossSpec:
     """The article's human-sized weights: the configured weights become multipliers of the
-    content/style and content/TV ratios measured on the first batch."""
+    content/style and content/TV ratios measured on the first batch (style 1.0: the style
+    loss starts equal to the content loss)."""
     content = spec.content_weight * raw_terms["raw_content"]
 
     def ratio(raw: float) -> float:
@@ -182,7 +183,7 @@ def init_state(config, rng: jax.Array) -> tuple[nnx.GraphDef, dict, optax.Gradie
     seed = int(jax.random.randint(model_rng, (), 0, 2**31 - 1))
     model = TransformerNet(dtype=DTYPES[config.dtype], rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
-    params = jax.tree.map(jnp.asarray, params.to_pure_dict())
+    params = jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
     tx = optax.adam(config.train.lr)
     state = {
         "params": params,
@@ -412,6 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             manager.wait_until_finished()
             manager.close()
             monitor.close()
+            train_iter.close()
     if stop.signal:
         sys.exit(128 + stop.signal)
     return metrics
@@ -427,6 +429,9 @@ def _auto_balance(spec, state, train_iter, vgg, target_grams, graphdef, config) 
     )
     terms, _ = probe(state["params"], jnp.asarray(first), vgg, target_grams)
     raw = {k: float(v) for k, v in jax.device_get(terms).items() if k.startswith("raw_")}
+    # The untrained network's output is nearly flat, so its TV says nothing about the TV
+    # of a stylized image; that of the natural content images is the useful yardstick.
+    raw["raw_tv"] = float(tv_loss(jnp.asarray(first)))
     if jax.process_count() > 1:  # every process must use the same weights
         from jax.experimental import multihost_utils
 
