@@ -119,11 +119,11 @@ def load_model(
             raise ModelFileError(
                 f"{path}: parameter {name} has shape {arrays[name].shape}, expected {value.shape}"
             )
-    setflat_params(model, arrays)
+    set_flat_params(model, arrays)
     return model, meta
 
 
-def setflat_params(model: TransformerNet, flat: dict[str, np.ndarray]) -> None:
+def set_flat_params(model: TransformerNet, flat: dict[str, np.ndarray]) -> None:
     """Load parameters keyed as in `flat_params` into `model` in place."""
     state = nnx.state(model, nnx.Param)
     pure = nnx.to_pure_dict(state)

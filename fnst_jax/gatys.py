@@ -213,14 +213,7 @@ def to_uint8(image: jax.Array | np.ndarray) -> np.ndarray:
 def load_style_image(path: str | Path, style_size: int | None) -> np.ndarray:
     """The style image exactly as training loads it: (1, H, W, 3) uint8, shorter side
     `style_size` (None: as is). Raises ValueError naming the file when unreadable."""
-    from types import SimpleNamespace
-
-    from fnst_jax.train_lib import TrainingError, load_style_target
-
-    try:
-        return load_style_target(SimpleNamespace(style_image=str(path), style_size=style_size))
-    except TrainingError as e:
-        raise ValueError(str(e)) from None
+    return image_io.read_rgb_resized(path, style_size)[None]
 
 
 def min_image_side(spec: LossSpec) -> int:

@@ -208,3 +208,15 @@ def write_image(
             os.fsync(f.fileno())
 
     return write_atomic(path, write)
+
+
+def read_rgb_resized(path: str | os.PathLike, shorter_side: int | None = None) -> np.ndarray:
+    """An image file as uint8 RGB (H, W, 3), its shorter side resized to `shorter_side`
+    (Lanczos; None keeps the size). How training, evaluation and Gatys load a style image."""
+    rgb = read_image(path).rgb
+    if not shorter_side:
+        return rgb
+    height, width = rgb.shape[:2]
+    scale = shorter_side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))

@@ -24,12 +24,11 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from PIL import Image, ImageOps
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fnst_jax import checkpoint, data, export
+from fnst_jax import checkpoint, data, export, image_io
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams, tv_loss
 from fnst_jax.train_monitor import Monitor
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
@@ -244,15 +243,9 @@ def load_style_target(config) -> np.ndarray:
     if not config.style_image:
         raise TrainingError("no style image: pass --config.style_image=path/to/style.jpg")
     try:
-        with Image.open(config.style_image) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            if config.style_size:
-                scale = config.style_size / min(image.size)
-                size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-                image = image.resize(size, Image.Resampling.LANCZOS)
-            return np.asarray(image, np.uint8)[None]
-    except (OSError, ValueError) as e:
-        raise TrainingError(f"style image {config.style_image}: cannot read it ({e})") from e
+        return image_io.read_rgb_resized(config.style_image, config.style_size)[None]
+    except image_io.ImageReadError as e:
+        raise TrainingError(f"style image: {e}") from e
 
 
 # ----------------------------------------------------------------------------- the loop

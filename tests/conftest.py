@@ -1,0 +1,45 @@
+"""Shared test fixtures: the ../shared/data location and small VGG19 weights.
+
+Fixtures stay cheap: the random VGG19 is generated once per session (deterministic seed).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fnst_jax.vgg import VGG19
+
+# Real data beside the repository (absent in a fresh clone: tests using it skip).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_VGG_NPZ = SHARED_DATA / "vgg19_conv1_1-conv3_4_keras.npz"
+PHOTOS_DIR = SHARED_DATA / "photos"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def random_vgg() -> VGG19:
+    """Full 16-layer deterministic random VGG19 ("torch" preprocessing)."""
+    from fnst_jax.vgg_weights import load_vgg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return load_vgg("random")
+
+
+@pytest.fixture(scope="session")
+def small_vgg(random_vgg) -> VGG19:
+    """The first 8 conv layers of `random_vgg` (up to relu3_4): enough for most loss tests."""
+    from fnst_jax.vgg import CONV_LAYERS
+
+    params = {conv: random_vgg.params[conv] for conv in CONV_LAYERS[:8]}
+    return VGG19(params, "torch", "random[:8]")
