@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 4  # global, over all devices and hosts
     config.train.image_size = 256
     config.train.lr = 1e-3
+    config.train.optimizer = "adam"  # or "sgd"
     config.train.seed = 0
     config.train.pad = 40  # reflection padding (px) around the input, cropped after the net
     config.train.max_nonfinite = 10  # this many non-finite steps in a row stop the run

@@ -1,9 +1,11 @@
 """Training: state, the jit/pmap train step, the mesh, the loop, and what the user sees.
 
 `train_and_evaluate(config, workdir)` is the whole job. Where things happen:
-  data enters       `_global_batch` (per-process share -> one global, data-sharded array)
-  the step         `loss_and_grads` + `apply_gradients` (jit: `make_jit_step`, pmap: `make_pmap_step`)
-  state is saved   `fnst_jax.checkpoint` (orbax), model exported with `fnst_jax.export`
+  data enters      `data.make_train_iterator`; in the loop each process's share becomes one
+                   global, data-sharded array (`jax.make_array_from_process_local_data`)
+  the step         `loss_and_grads` + `apply_gradients`, jitted by `make_jit_step` (default)
+                   or `make_pmap_step`
+  state is saved   `fnst_jax.checkpoint` (orbax); the model is exported by `export_model`
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ RESUMABLE_KEYS = (
     "parallel",
 )
 CONFIG_FILE = "config.json"
+VALIDATION_FILE = "validation_images.txt"
 
 
 class TrainingError(RuntimeError):
@@ -177,13 +180,26 @@ def balance_weights(spec: LossSpec, raw_terms: dict[str, float]) -> LossSpec:
     )
 
 
+OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+    """Adam (the paper's); plain SGD is there for numerics checks, where Adam's
+    sign-like first steps would magnify float rounding of near-zero gradients."""
+    if train_config.optimizer not in OPTIMIZERS:
+        raise TrainingError(
+            f"train.optimizer must be one of {sorted(OPTIMIZERS)}, not {train_config.optimizer!r}"
+        )
+    return OPTIMIZERS[train_config.optimizer](train_config.lr)
+
+
 def init_state(config, rng: jax.Array) -> tuple[nnx.GraphDef, dict, optax.GradientTransformation]:
     model_rng, state_rng = jax.random.split(rng)
     seed = int(jax.random.randint(model_rng, (), 0, 2**31 - 1))
     model = TransformerNet(dtype=DTYPES[config.dtype], rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     params = jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
-    tx = optax.adam(config.train.lr)
+    tx = make_optimizer(config.train)
     state = {
         "params": params,
         "opt_state": tx.init(params),
@@ -316,6 +332,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         seed=config.train.seed,
     )
 
+    if jax.process_index() == 0:  # what evaluate should be run on: images training never saw
+        held_out = data.validation_descriptions(config.data, image_size=config.train.image_size)
+        _write_atomic(workdir / VALIDATION_FILE, "".join(f"{name}\n" for name in held_out))
+
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
     graphdef, state, tx = init_state(config, jax.random.PRNGKey(config.train.seed))
@@ -355,15 +375,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     metrics: dict[str, float] = {}
     step = start_step
+    if step == 0:  # where validation starts from, for the chart and the before/after ratio
+        terms, _ = evaluate(state["params"], validation, vgg, target_grams)
+        monitor.log_validation(0, jax.device_get(terms))
     with _StopRequest() as stop:
         try:
             while step < config.train.steps:
                 local_batch = next(train_iter)
                 if config.parallel == "pmap":
                     per_device = local_batch.reshape(local_devices, -1, *local_batch.shape[1:])
-                    device_state, step_metrics = step_fn(
-                        device_state, per_device, *pmap_constants
-                    )
+                    device_state, step_metrics = step_fn(device_state, per_device, *pmap_constants)
                 else:
                     batch = jax.make_array_from_process_local_data(
                         NamedSharding(mesh, P("data")), local_batch
@@ -505,4 +526,3 @@ def export_model(
         "config": json.loads(json.dumps(config.to_dict(), default=str)),
     }
     export.save_model(workdir / export.MODEL_FILENAME, model, metadata)
-
