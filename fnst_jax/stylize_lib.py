@@ -21,8 +21,10 @@ Large images: above `max_pixels` the image is cut into overlapping tiles (each t
 real neighbouring pixels, reflection only at the true image border), stylized a batch of
 tiles at a time, and blended into float32 output and weight arrays of the image's size
 with a smooth weight that falls to zero a little before each interior tile edge, so the
-tile borders (where the network sees an artificial edge) never show. Instance norm sees
-per-tile statistics; large tiles with generous overlap keep the difference small.
+tile borders (where the network sees an artificial edge) never show. Every tile is
+normalised with the whole image's instance-norm statistics (estimated on a copy shrunk to
+`max_pixels`), not its own, and tiles sit on the network's stride-4 grid of the whole image,
+so tiles agree in tone with each other and closely with an untiled run.
 """
 
 from __future__ import annotations
@@ -121,11 +123,12 @@ def _edge_ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> n
     return weight
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size `tile` covering [0, length) with >= `overlap` overlap."""
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length) with >= `overlap` overlap,
+    all multiples of `multiple` when `length` and `tile` are."""
     if length <= tile:
         return [0]
-    step = tile - overlap
+    step = max((tile - overlap) // multiple * multiple, multiple)
     starts = list(range(0, length - tile, step))
     starts.append(length - tile)
     return starts
@@ -139,14 +142,23 @@ class _ValidBox(nnx.Variable):
     """
 
 
+class _NormStatistics(nnx.Variable):
+    """Per image and channel (mean, variance) of a norm layer's input: (2, N, 1, 1, C)."""
+
+
 class MaskedInstanceNorm(nnx.Module):
-    """InstanceNorm whose statistics ignore the bucket padding.
+    """InstanceNorm whose statistics ignore the bucket padding, or are given from outside.
 
     Bucketing reflect-pads an image well beyond the article's `pad`; left alone, instance
     norm would average over that extra border and shift every pixel's colour (on random
     weights by a mean of ~12/255). Here mean and variance are taken only over the cells
     whose centre lies inside the valid box, scaled to this layer's resolution, so a
-    bucketed image gets the statistics of the unbucketed one.
+    bucketed image gets the statistics of the unbucketed one. They are kept in `measured`.
+
+    Tiling: a tile normalised with its own statistics comes out in another tone than the
+    same pixels of the whole image. With `use_given` (set by `_forward` on its private
+    copy) the layer normalises with the statistics in `given` instead: those measured on
+    the whole image (see `Stylizer.image_statistics`), so every tile is normalised alike.
     """
 
     def __init__(self, norm: InstanceNorm, box: _ValidBox):
@@ -154,10 +166,13 @@ class MaskedInstanceNorm(nnx.Module):
         self.bias = norm.bias
         self.dtype = norm.dtype
         self.box = box
+        channels = norm.scale.shape[0]
+        self.measured = _NormStatistics(jnp.zeros((2, 1, 1, 1, channels), jnp.float32))
+        self.given = _NormStatistics(jnp.zeros((2, 1, 1, 1, channels), jnp.float32))
+        self.use_given = False
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        import jax.numpy as jnp
-
+    def box_statistics(self, x: jax.Array) -> jax.Array:
+        """(mean, variance) over the valid box of each image: (2, N, 1, 1, C) float32."""
         box = self.box[...].astype(jnp.float32)
         rows, cols = x.shape[1], x.shape[2]
         centre_y = (jnp.arange(rows, dtype=jnp.float32) + 0.5) * (box[4] / rows)
@@ -169,7 +184,13 @@ class MaskedInstanceNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         mean = jnp.sum(x32 * mask, axis=(1, 2), keepdims=True) / count
         var = jnp.sum(jnp.square(x32 - mean) * mask, axis=(1, 2), keepdims=True) / count
-        y = (x32 - mean) * jax.lax.rsqrt(var + INSTANCE_NORM_EPSILON)
+        return jnp.stack([mean, var])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if not self.use_given:
+            self.measured.set_value(self.box_statistics(x))  # (2, N, ...): any batch size
+        mean, var = self.given[...] if self.use_given else self.measured[...]
+        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + INSTANCE_NORM_EPSILON)
         return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
 
 
@@ -186,15 +207,31 @@ def with_masked_norms(model: TransformerNet) -> tuple[TransformerNet, _ValidBox]
     return model, box
 
 
+def _masked_norms(model: nnx.Module) -> list[MaskedInstanceNorm]:
+    """The model's masked norms, in a fixed (graph traversal) order."""
+    return [node for _, node in nnx.iter_graph(model) if isinstance(node, MaskedInstanceNorm)]
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, state, images, box):
-    """The network as a pure function. Module-level and keyed on the (hashable) graph
-    definition, so every Stylizer of the same architecture and dtype in a process shares
-    the compiled programs: XLA compiles once per input shape, not once per model load."""
+def _forward(graphdef, state, images, box, given=None):
+    """The network as a pure function: (output, statistics measured in each norm layer,
+    placeholders when `given`).
+
+    given: None (each image normalised with its own valid-box statistics), or one
+    (2, 1, 1, 1, C) array per norm layer, used for every image of the batch.
+
+    Module-level and keyed on the (hashable) graph definition, so every Stylizer of the
+    same architecture and dtype in a process shares the compiled programs: XLA compiles
+    once per input shape, not once per model load."""
     model = nnx.merge(graphdef, state)
-    model_box = [node for _, node in nnx.iter_graph(model) if isinstance(node, _ValidBox)][0]
-    model_box[...] = box
-    return model(images)
+    norms = _masked_norms(model)
+    norms[0].box[...] = box  # shared by all of them
+    if given is not None:
+        for norm, statistics in zip(norms, given, strict=True):
+            norm.given[...] = statistics
+            norm.use_given = True
+    output = model(images)
+    return output, [norm.measured[...] for norm in norms]
 
 
 class Stylizer:
@@ -225,12 +262,11 @@ class Stylizer:
 
     # -- shapes
 
-    def bucket_shape(self, height: int, width: int) -> tuple[int, int]:
-        """Network input shape for an image: padded by `pad`, rounded up to the bucket."""
-        return (
-            round_up(height + 2 * self.pad, self.bucket),
-            round_up(width + 2 * self.pad, self.bucket),
-        )
+    def bucket_shape(self, height: int, width: int, pad: int | None = None) -> tuple[int, int]:
+        """Network input shape for an image: padded by `pad` (default: the Stylizer's),
+        rounded up to the bucket."""
+        pad = self.pad if pad is None else pad
+        return round_up(height + 2 * pad, self.bucket), round_up(width + 2 * pad, self.bucket)
 
     def needs_tiling(self, height: int, width: int) -> bool:
         """Images of more than `max_pixels` pixels are stylized in tiles."""
@@ -244,13 +280,9 @@ class Stylizer:
 
     # -- running the network
 
-    def run_network(self, batch: np.ndarray, valid: tuple[int, int, int, int] | None = None):
-        """(N, H, W, 3) -> float32 (N, H, W, 3). N is padded up to a power of two
-        (repeating the last image) so few batch sizes ever get compiled.
-
-        valid: (top, bottom, left, right) of the region instance norm takes its statistics
-        from (default: everything).
-        """
+    def _run(self, batch: np.ndarray, valid, statistics):
+        """`_forward` on a batch padded up to a power of two (repeating the last image):
+        (outputs, per norm layer the (2, N, 1, 1, C) statistics measured in `valid`)."""
         n, height, width = batch.shape[:3]
         top, bottom, left, right = valid if valid is not None else (0, height, 0, width)
         box = np.array([top, bottom, left, right, height, width], np.int32)
@@ -258,40 +290,110 @@ class Stylizer:
         if padded_n != n:
             batch = np.concatenate([batch, np.repeat(batch[-1:], padded_n - n, axis=0)])
         self.compiled_shapes.add(batch.shape)
-        result = _forward(self._graphdef, self._state, jnp.asarray(batch, dtype=jnp.float32), box)
-        return np.asarray(result)[:n]
+        images = jnp.asarray(batch, dtype=jnp.float32)
+        output, measured = _forward(self._graphdef, self._state, images, box, statistics)
+        return np.asarray(output)[:n], [np.asarray(m)[:, :n] for m in measured]
+
+    def run_network(
+        self,
+        batch: np.ndarray,
+        valid: tuple[int, int, int, int] | None = None,
+        statistics: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """(N, H, W, 3) -> float32 (N, H, W, 3). N is padded up to a power of two
+        (repeating the last image) so few batch sizes ever get compiled.
+
+        valid: (top, bottom, left, right) of the region instance norm takes its statistics
+        from (default: everything). statistics: instead, the (2, 1, 1, 1, C) statistics
+        each norm layer uses for every image (as `image_statistics` returns them).
+        """
+        return self._run(batch, valid, statistics)[0]
+
+    def _bucketed(self, images: np.ndarray, pad: int):
+        """Reflect-pad same-size (N, H, W, 3) images by `pad`, and further up to their
+        bucket shape: (stack, valid box, (top, left) of the images in it)."""
+        height, width = images.shape[1:3]
+        bucket_h, bucket_w = self.bucket_shape(height, width, pad)
+        extra_h, extra_w = bucket_h - height, bucket_w - width
+        # The `pad` border, then about half the rest, rounded so that the padded image
+        # starts on the network's stride grid as in stylize_padded (see stylize_tiled).
+        top = pad + (extra_h - 2 * pad) // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE
+        left = pad + (extra_w - 2 * pad) // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE
+        stack = reflect_pad(images, top, extra_h - top, left, extra_w - left)
+        # Statistics from the image plus its `pad` border, as stylize_padded would see.
+        valid = (top - pad, top + height + pad, left - pad, left + width + pad)
+        return stack, valid, (top, left)
 
     def stylize_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Same-size uint8 (H, W, 3) images -> float32 stylized (H, W, 3), unclamped.
 
         Each image is reflect-padded by `pad` (the article's trick, as in
-        transformer_net.stylize_padded) and further, split evenly on both sides, up to its
-        bucket shape; the output is cropped back to the image.
+        transformer_net.stylize_padded) and further up to its bucket shape; the output is
+        cropped back to the image.
         """
         height, width = images[0].shape[:2]
-        bucket_h, bucket_w = self.bucket_shape(height, width)
-        extra_h, extra_w = bucket_h - height, bucket_w - width
-        top, left = extra_h // 2, extra_w // 2
-        p = min(self.pad, top, left)
-        stack = reflect_pad(np.stack(images), top, extra_h - top, left, extra_w - left)
+        stack, valid, (top, left) = self._bucketed(np.stack(images), self.pad)
         outputs = []
-        limit = self.batch_limit(bucket_h * bucket_w)
+        limit = self.batch_limit(stack.shape[1] * stack.shape[2])
         for start in range(0, len(images), limit):
-            # Statistics from the image plus its `pad` border, as stylize_padded would see.
-            valid = (top - p, top + height + p, left - p, left + width + p)
             result = self.run_network(stack[start : start + limit], valid)
             outputs.extend(result[:, top : top + height, left : left + width])
         return outputs
 
+    # -- tiling
+
+    def image_statistics(self, image: np.ndarray) -> list[np.ndarray]:
+        """Per norm layer, the (2, 1, 1, 1, C) mean and variance of the whole uint8 (H, W, 3)
+        image (plus its `pad` border), measured on a copy shrunk to fit `max_pixels`.
+
+        An approximation whatever the image size costs at most one network call of
+        `max_pixels`: a shrunk image's features have somewhat other statistics (on a random
+        net, variances ~10-30% lower at 0.65x), but these belong together, and tiles
+        normalised with them come out much closer to the untiled result than with their
+        own (see tests/test_stylize.py). Exact statistics would take one full pass over the
+        tiles per norm layer (each layer's depends on all before it); mixing exact
+        statistics of early layers with shrunk ones of later layers is worse than either.
+        """
+        height, width = image.shape[:2]
+        pad = self.pad
+        scale = min(1.0, (self.max_pixels / ((height + 2 * pad) * (width + 2 * pad))) ** 0.5)
+        # The largest scale whose bucket fits (bucket rounding adds a little; one bucket
+        # is the least there is).
+        budget = max(self.max_pixels, self.bucket * self.bucket)
+        while True:
+            small_h, small_w = max(1, round(height * scale)), max(1, round(width * scale))
+            small_pad = round(pad * scale)
+            bucket_h, bucket_w = self.bucket_shape(small_h, small_w, small_pad)
+            if bucket_h * bucket_w <= budget or min(small_h, small_w) == 1:
+                break
+            scale *= 0.97
+        small = resize(image, None, (small_w, small_h))[0]
+        stack, valid, _ = self._bucketed(small[None], small_pad)
+        return self._run(stack, valid, None)[1]
+
     def stylize_tiled(self, image: np.ndarray) -> np.ndarray:
         """One large uint8 (H, W, 3) image -> float32 (H, W, 3), in overlapping tiles.
 
-        Memory: the reflect-padded uint8 input, float32 output and weight arrays of the
-        image size, and one batch of tiles; never the whole image through the network.
+        Every tile is normalised with the whole image's statistics (`image_statistics`),
+        not its own, which would shift the tone tile by tile.
+
+        The network downsamples by 4 (two stride-2 convs) and is not shift-invariant at
+        finer offsets: a tile must sit on the stride grid of the whole padded image, as in
+        stylize_padded, or it comes out visibly different (on a random net, a 2-px offset
+        changes pixels by ~11/255 on average). So the image is padded by `pad` and then at
+        the bottom/right to a multiple of 4, as the network itself does, and tiles
+        (multiples of 4) start at multiples of 4.
+
+        Memory: the padded uint8 input, float32 output and weight arrays of the image
+        size, and one batch of tiles; never the whole image through the network.
         """
+        statistics = self.image_statistics(image)
         height, width = image.shape[:2]
         p = self.pad
         padded = reflect_pad(image, p, p, p, p)
+        padded = reflect_pad(
+            padded, 0, -padded.shape[0] % SIZE_MULTIPLE, 0, -padded.shape[1] % SIZE_MULTIPLE
+        )
         padded_h, padded_w = padded.shape[:2]
         tile_h, tile_w = min(self.tile, padded_h), min(self.tile, padded_w)
         overlap = self.overlap
@@ -299,20 +401,20 @@ class Stylizer:
         weight_sum = np.zeros((height, width), np.float32)
         boxes = [
             (y, x)
-            for y in tile_starts(padded_h, tile_h, overlap)
-            for x in tile_starts(padded_w, tile_w, overlap)
+            for y in tile_starts(padded_h, tile_h, overlap, SIZE_MULTIPLE)
+            for x in tile_starts(padded_w, tile_w, overlap, SIZE_MULTIPLE)
         ]
         limit = self.batch_limit(tile_h * tile_w)
         for start in range(0, len(boxes), limit):
             group = boxes[start : start + limit]
             tiles = np.stack([padded[y : y + tile_h, x : x + tile_w] for y, x in group])
-            results = self.run_network(tiles)
+            results = self.run_network(tiles, statistics=statistics)
             for (y, x), result in zip(group, results, strict=True):
                 weight_y = _edge_ramp(tile_h, overlap, y > 0, y + tile_h < padded_h)
                 weight_x = _edge_ramp(tile_w, overlap, x > 0, x + tile_w < padded_w)
-                # The part of the tile inside the image (the pad border is cropped off).
-                y0, y1 = max(y, p), min(y + tile_h, padded_h - p)
-                x0, x1 = max(x, p), min(x + tile_w, padded_w - p)
+                # The part of the tile inside the image (the padding is cropped off).
+                y0, y1 = max(y, p), min(y + tile_h, p + height)
+                x0, x1 = max(x, p), min(x + tile_w, p + width)
                 weight = np.outer(weight_y[y0 - y : y1 - y], weight_x[x0 - x : x1 - x])
                 region = (slice(y0 - p, y1 - p), slice(x0 - p, x1 - p))
                 output[region] += result[y0 - y : y1 - y, x0 - x : x1 - x] * weight[..., None]
