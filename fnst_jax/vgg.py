@@ -43,7 +43,9 @@ def preprocess(images: jax.Array, preprocessing: str) -> jax.Array:
         return (x / 255.0 - TORCH_MEAN) / TORCH_STD
     if preprocessing == "caffe":
         return x[..., ::-1] - CAFFE_MEAN_BGR
-    raise ValueError(f"unknown VGG preprocessing {preprocessing!r}; expected one of {PREPROCESSING}")
+    raise ValueError(
+        f"unknown VGG preprocessing {preprocessing!r}; expected one of {PREPROCESSING}"
+    )
 
 
 def layer_depth(layer: str) -> int:
