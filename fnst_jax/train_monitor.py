@@ -129,6 +129,7 @@ class Monitor:
         self._append({"step": step, "split": "validation", **metrics})
         for key, value in metrics.items():
             self._writer.add_scalar(f"validation/{key}", value, step)
+        self.plot()
         message = f"validation at step {step}: loss {metrics['total']:.4g}"
         if self._bar is not None:
             self._bar.write(message)

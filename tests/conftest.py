@@ -37,6 +37,16 @@ def random_vgg() -> VGG19:
 
 
 @pytest.fixture(scope="session")
+def vgg4(random_vgg) -> VGG19:
+    """The first 4 conv layers of `random_vgg` (up to relu2_2): cheap, and deep enough for
+    a style (relu1_1, relu2_1) and content (relu2_2) loss."""
+    from fnst_jax.vgg import CONV_LAYERS
+
+    params = {conv: random_vgg.params[conv] for conv in CONV_LAYERS[:4]}
+    return VGG19(params, "torch", "random[:4]")
+
+
+@pytest.fixture(scope="session")
 def small_vgg(random_vgg) -> VGG19:
     """The first 8 conv layers of `random_vgg` (up to relu3_4): enough for most loss tests."""
     from fnst_jax.vgg import CONV_LAYERS

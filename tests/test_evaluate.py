@@ -17,24 +17,10 @@ from PIL import Image
 from fnst_jax import evaluate, export, gatys
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
-from fnst_jax.vgg import CONV_CHANNELS, CONV_LAYERS, VGG19
 
 SPEC = LossSpec(style_layers=("relu1_1", "relu2_1"), content_layer="relu2_2", tv_weight=1e-2)
 PAD = 4
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def vgg4() -> VGG19:
-    """A He-initialised random VGG19 truncated to its first 4 convs (up to relu2_2): cheap,
-    and deep enough for a style (relu1_1, relu2_1) and content (relu2_2) loss."""
-    rng = np.random.default_rng(0)
-    params = {}
-    for conv in CONV_LAYERS[:4]:
-        cin, cout = CONV_CHANNELS[conv]
-        kernel = rng.standard_normal((3, 3, cin, cout)) * np.sqrt(2.0 / (9 * cin))
-        params[conv] = {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.zeros(cout)}
-    return VGG19(params, "torch", "random[:4]")
 
 
 @pytest.fixture(scope="module")
