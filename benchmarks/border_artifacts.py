@@ -3,7 +3,7 @@
 Stylizes images with a trained model at several pads (the network sees the image
 reflect-padded by `pad` px, the pad is cropped off afterwards) and prints, per pad, how much
 darker the outer band of the result is than the band just inside it (luminance, 0..255;
-0 = no border artifact), averaged over the images.
+the inputs' own value is printed for reference), averaged over the images.
 
     python benchmarks/border_artifacts.py --model runs/mosaic --pads 0,10,20,40 \
         $(cat runs/mosaic/validation_images.txt)
@@ -49,6 +49,8 @@ def main() -> None:
     images = [image_io.read_rgb_resized(path, args.size) for path in args.images]
     print(f"model {args.model} (trained with pad {meta.get('pad')}), {len(images)} images")
     print(f"{'pad':>5}  {'border darkening (luma, 0..255)':>32}")
+    inputs = np.mean([border_darkening(image.astype(np.float32), args.band) for image in images])
+    print(f"{'input':>5}  {inputs:>32.2f}")
     for pad in (int(p) for p in args.pads.split(",")):
         values = []
         for image in images:

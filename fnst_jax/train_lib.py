@@ -200,15 +200,19 @@ def init_state(config, rng: jax.Array) -> tuple[nnx.GraphDef, dict, optax.Gradie
     graphdef, params = nnx.split(model, nnx.Param)
     params = jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
     tx = make_optimizer(config.train)
-    state = {
+    return graphdef, new_state(params, tx, state_rng), tx
+
+
+def new_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> dict:
+    """The train state pytree at step 0 (what checkpoints hold)."""
+    return {
         "params": params,
         "opt_state": tx.init(params),
         "step": jnp.zeros((), jnp.int32),
-        "nonfinite_run": jnp.zeros((), jnp.int32),
+        "nonfinite_run": jnp.zeros((), jnp.int32),  # non-finite steps in a row
         "nonfinite_total": jnp.zeros((), jnp.int32),
-        "rng": state_rng,
+        "rng": rng,
     }
-    return graphdef, state, tx
 
 
 def merge_params(graphdef, params) -> TransformerNet:

@@ -260,14 +260,7 @@ def test_two_processes_match_one_process(tmp_path, style_image, compile_cache):
 def test_nonfinite_step_is_skipped():
     params = {"w": jnp.ones(3)}
     tx = train_lib.optax.adam(0.1)
-    state = {
-        "params": params,
-        "opt_state": tx.init(params),
-        "step": jnp.zeros((), jnp.int32),
-        "nonfinite_run": jnp.zeros((), jnp.int32),
-        "nonfinite_total": jnp.zeros((), jnp.int32),
-        "rng": jnp.zeros(2, jnp.uint32),
-    }
+    state = train_lib.new_state(params, tx, jax.random.PRNGKey(0))
     bad, _ = train_lib.apply_gradients(
         state, {"total": jnp.float32(np.nan)}, {"w": jnp.full(3, np.nan)}, tx
     )
