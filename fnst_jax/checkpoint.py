@@ -11,12 +11,12 @@ latest complete one.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
@@ -84,14 +84,27 @@ def abstract_like(tree: Any) -> Any:
     )
 
 
-def read_run_info(workdir: str | os.PathLike) -> dict | None:
-    """The `run` item of the latest checkpoint, read without restoring arrays (for stylize)."""
-    root = Path(workdir) / CHECKPOINT_DIR
+def restore_latest_params(workdir: str | os.PathLike) -> tuple[dict, dict] | None:
+    """(TransformerNet params as numpy, exported-model metadata) of the latest complete
+    checkpoint in `workdir`, or None when it has none. For stylizing from a run that has
+    not exported its model yet; reads only, on the host."""
+    root = Path(workdir).absolute() / CHECKPOINT_DIR
     if not root.is_dir():
         return None
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
-    for step in reversed(steps):
-        path = root / str(step) / "run" / "metadata"
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
+    manager = ocp.CheckpointManager(
+        root,
+        item_names=("state", "data", "run"),
+        options=ocp.CheckpointManagerOptions(read_only=True),
+    )
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(), run=ocp.args.JsonRestore()),
+        )
+    finally:
+        manager.close()
+    params = jax.tree.map(np.asarray, restored["state"]["params"])
+    return params, restored["run"]["model_metadata"]

@@ -33,13 +33,18 @@ class ModelFileError(ValueError):
     """A model file that is missing, unreadable, or not an fnst_jax model."""
 
 
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def flatten_params(params: Any) -> dict[str, np.ndarray]:
+    """A nested parameter dict -> {"conv1/conv/conv/kernel": array, ...}."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {_path_name(path): np.asarray(v) for path, v in leaves}
+
+
 def flat_params(model: TransformerNet) -> dict[str, np.ndarray]:
-    pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    leaves = jax.tree_util.tree_flatten_with_path(pure)[0]
-    return {
-        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(v)
-        for path, v in leaves
-    }
+    return flatten_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
 def save_model(path: str | os.PathLike, model: TransformerNet, metadata: dict[str, Any]) -> Path:
@@ -68,7 +73,10 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     if path.is_dir():
         candidate = path / MODEL_FILENAME
         if not candidate.is_file():
-            raise ModelFileError(f"{path}: folder has no exported model ({MODEL_FILENAME})")
+            raise ModelFileError(
+                f"{path}: folder has neither an exported model ({MODEL_FILENAME}) nor "
+                "training checkpoints"
+            )
         return candidate
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
@@ -102,8 +110,23 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
 def load_model(
     path: str | os.PathLike, dtype: jnp.dtype = jnp.float32
 ) -> tuple[TransformerNet, dict[str, Any]]:
-    """Rebuild the TransformerNet of an exported model; checks every name and shape."""
-    arrays, meta = read_model(path)
+    """Rebuild the TransformerNet of an exported model; checks every name and shape.
+
+    A training workdir without `model.npz` (a run stopped before its first export) falls
+    back to its latest complete checkpoint.
+    """
+    folder = Path(path)
+    if folder.is_dir() and not (folder / MODEL_FILENAME).exists():
+        from fnst_jax import checkpoint  # orbax: only needed for this fallback
+
+        restored = checkpoint.restore_latest_params(folder)
+        if restored is not None:
+            params, meta = restored
+            arrays = flatten_params(params)
+        else:
+            arrays, meta = read_model(path)  # raises: no model, no checkpoint
+    else:
+        arrays, meta = read_model(path)
     model = TransformerNet(dtype=dtype, rngs=nnx.Rngs(0))
     expected = flat_params(model)
     missing = sorted(set(expected) - set(arrays))
@@ -128,9 +151,6 @@ def set_flat_params(model: TransformerNet, flat: dict[str, np.ndarray]) -> None:
     state = nnx.state(model, nnx.Param)
     pure = nnx.to_pure_dict(state)
     paths, treedef = jax.tree_util.tree_flatten_with_path(pure)
-    values = [
-        jnp.asarray(flat["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p)])
-        for p, _ in paths
-    ]
+    values = [jnp.asarray(flat[_path_name(p)]) for p, _ in paths]
     nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, values))
     nnx.update(model, state)

@@ -17,7 +17,8 @@ from fnst_jax.vgg import VGG19, layer_depth
 
 
 def gram_matrix(features: jax.Array) -> jax.Array:
-    """(N, H, W, C) features -> (N, C, C) Gram matrices normalised by C*H*W (as in PyTorch's example)."""
+    """(N, H, W, C) features -> (N, C, C) Gram matrices, normalised by C*H*W as in the
+    PyTorch example."""
     n, h, w, c = features.shape
     f = features.astype(jnp.float32).reshape(n, h * w, c)
     return jnp.einsum("npc,npd->ncd", f, f, precision=jax.lax.Precision.HIGHEST) / (c * h * w)

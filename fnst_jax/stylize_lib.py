@@ -1092,17 +1092,7 @@ def _load_model(path: str, dtype_name: str):
     from fnst_jax import export
 
     dtype = jnp.bfloat16 if dtype_name == "bfloat16" else jnp.float32
-    try:
-        return export.load_model(path, dtype)
-    except export.ModelFileError as e:
-        folder = Path(path)
-        if folder.is_dir() and (folder / "checkpoints").is_dir():
-            raise export.ModelFileError(
-                f"{folder}: has training checkpoints but no exported model "
-                f"({export.MODEL_FILENAME}); loading checkpoints directly is not supported "
-                "yet: export the model first"
-            ) from e
-        raise
+    return export.load_model(path, dtype)
 
 
 def _single_file_problem(

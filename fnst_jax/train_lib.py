@@ -364,7 +364,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     monitor = Monitor(workdir, config, start_step, enabled=jax.process_index() == 0)
 
     def save_checkpoint(step: int, force: bool = False) -> None:
-        run_info = {"loss_weights": _weights_of(spec), "config": config.to_dict()}
+        run_info = {
+            "loss_weights": _weights_of(spec),
+            "model_metadata": model_metadata(config, spec, vgg.preprocessing, step),
+        }
         checkpoint.save(manager, step, state, train_iter.get_state(), run_info, force=force)
         export_model(workdir, graphdef, state["params"], config, spec, vgg.preprocessing, step)
 
@@ -519,7 +522,13 @@ def export_model(
     if jax.process_index() != 0:
         return
     model = merge_params(graphdef, jax.tree.map(lambda x: np.asarray(_local(x)), params))
-    metadata = {
+    metadata = model_metadata(config, spec, vgg_preprocessing, step)
+    export.save_model(workdir / export.MODEL_FILENAME, model, metadata)
+
+
+def model_metadata(config, spec: LossSpec, vgg_preprocessing: str, step: int) -> dict:
+    """What an exported model records about its training (JSON-serialisable)."""
+    return {
         "pad": int(config.train.pad),
         "image_size": int(config.train.image_size),
         "style_image": str(Path(config.style_image).absolute()),
@@ -529,4 +538,3 @@ def export_model(
         "step": int(step),
         "config": json.loads(json.dumps(config.to_dict(), default=str)),
     }
-    export.save_model(workdir / export.MODEL_FILENAME, model, metadata)

@@ -185,7 +185,8 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
 
 
 class UpsampleConvNormRelu(ConvNormRelu):
-    """Nearest x2 upsampling, then conv + instance norm + ReLU (no transposed conv: no checkerboard)."""
+    """Nearest x2 upsampling, then conv + instance norm + ReLU (a transposed conv would leave
+    checkerboard artifacts)."""
 
     def __call__(self, x):
         return super().__call__(upsample_nearest(x))

@@ -157,6 +157,13 @@ def test_smoke_run_writes_everything_and_resumes(tmp_path, style_image):
     assert len((tmp_path / "validation_images.txt").read_text().splitlines()) == 6
     assert (tmp_path / "checkpoints" / "6").is_dir()
 
+    # A workdir whose model was not exported yet loads from its latest checkpoint.
+    (tmp_path / "model.npz").rename(tmp_path / "exported.npz")
+    from_checkpoint, checkpoint_meta = export.load_model(tmp_path)
+    np.testing.assert_equal(export.flat_params(from_checkpoint), export.flat_params(model))
+    assert checkpoint_meta == {k: v for k, v in meta.items() if k not in ("format", "version")}
+    (tmp_path / "exported.npz").rename(tmp_path / "model.npz")
+
     # Rerunning the finished command resumes at the end: nothing retrained, nothing repeated.
     train_lib.train_and_evaluate(config, str(tmp_path))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
