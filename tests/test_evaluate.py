@@ -201,7 +201,7 @@ def test_cli_bad_model(tmp_path, capsys):
     for model_path, reason in (
         (tmp_path / "missing.npz", "model file not found"),
         (corrupt, "not an fnst_jax model file"),
-        (tmp_path, "folder has no exported model"),
+        (tmp_path, "folder has neither an exported model"),
     ):
         argv = ["--model", str(model_path), "--images", str(tmp_path / "x.png"), "--no-grid"]
         assert evaluate.main(argv) == 2
