@@ -378,6 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         pmap_constants = _replicate_for_pmap((vgg, target_grams))
     else:
         step_fn = make_jit_step(mesh, tx, **static)
+        batch_sharding = NamedSharding(mesh, P("data"))
         device_state = state
 
     metrics: dict[str, float] = {}
@@ -393,9 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     per_device = local_batch.reshape(local_devices, -1, *local_batch.shape[1:])
                     device_state, step_metrics = step_fn(device_state, per_device, *pmap_constants)
                 else:
-                    batch = jax.make_array_from_process_local_data(
-                        NamedSharding(mesh, P("data")), local_batch
-                    )
+                    batch = jax.make_array_from_process_local_data(batch_sharding, local_batch)
                     device_state, step_metrics = step_fn(device_state, batch, vgg, target_grams)
                 step += 1
                 monitor.tick(batch_size)

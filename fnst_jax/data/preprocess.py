@@ -13,10 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-# Modes that carry transparency; they are composited onto white so transparent pixels (whose
-# colour values are often arbitrary, typically black) do not leak into the content image.
-_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+from fnst_jax.image_io import pil_to_rgb_alpha
 
 
 class BadImageError(ValueError):
@@ -24,32 +21,16 @@ class BadImageError(ValueError):
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Returns `image` as 8-bit RGB: alpha composited on white, 16-bit scaled, CMYK converted."""
-    mode = image.mode
-    if mode == "RGB":
+    """Returns `image` as 8-bit RGB (`image_io.pil_to_rgb_alpha`: palette, greyscale, CMYK,
+    16-bit), with any alpha composited on white: transparent pixels' colour values are often
+    arbitrary (typically black) and must not leak into the content image."""
+    if image.mode == "RGB":
         return image
-    if mode in _SIXTEEN_BIT_MODES:
-        # Pillow's own convert() clips 16-bit values at 255 instead of scaling them.
-        pixels = np.asarray(image).astype(np.uint16) >> 8
-        return Image.fromarray(pixels.astype(np.uint8), "L").convert("RGB")
-    if mode == "I":
-        # 32-bit integer mode: what Pillow gives for 16-bit greyscale PNG/TIFF data.
-        pixels = np.asarray(image, dtype=np.float64) / 257.0
-        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L").convert(
-            "RGB"
-        )
-    if mode == "F":
-        pixels = np.asarray(image, dtype=np.float64)
-        if pixels.size and pixels.max() <= 1.0:
-            pixels = pixels * 255.0
-        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L").convert(
-            "RGB"
-        )
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    rgb, alpha = pil_to_rgb_alpha(image)
+    if alpha is not None:
+        weight = alpha.astype(np.float32)[..., None] / 255.0
+        rgb = np.rint(rgb * weight + 255.0 * (1.0 - weight)).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
 
 
 def decode_image(
