@@ -23,11 +23,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnst_jax.transformer_net import (
-    _conv_cpu,
-    _conv_gemm_wgrad,
-    _conv_same_cropped,
-    _gemm_over_positions,
+from fnst_jax.cpu_conv import (
+    conv_for_cpu,
+    conv_gemm_wgrad,
+    conv_same_cropped,
+    gemm_over_positions,
 )
 
 
@@ -130,7 +130,7 @@ def layer_table(args: argparse.Namespace, torch) -> None:
 
 
 def fixes(args: argparse.Namespace) -> None:
-    """Plain (`_conv_same_cropped`) against the CPU path (`_conv_cpu`) on reflect-padded input."""
+    """Plain (`conv_same_cropped`) against the CPU path (`conv_for_cpu`) on reflect-padded input."""
     print("\nCPU fixes (VALID conv of the k//2-padded input, as ReflectConv runs it):")
     cases = [
         ("input", "fwd", "9x9 3->32 forward, 3 -> 4 input channels"),
@@ -142,15 +142,15 @@ def fixes(args: argparse.Namespace) -> None:
             continue
         layer = LAYERS[name]
         x, kernel, g = operands(args.batch, layer, pad=layer.k // 2)
-        plain = jax_times(_conv_same_cropped, x, kernel, g, args.repeats)[which]
-        fixed_fn = _conv_gemm_wgrad if which == "dk" else _conv_cpu
+        plain = jax_times(conv_same_cropped, x, kernel, g, args.repeats)[which]
+        fixed_fn = conv_gemm_wgrad if which == "dk" else conv_for_cpu
         fixed = jax_times(fixed_fn, x, kernel, g, args.repeats)[which]
         print(f"  {what}: {plain:.3f} -> {fixed:.3f} s", flush=True)
 
 
 def dots(args: argparse.Namespace, torch) -> None:
     """One term dK[i, j] of the residual weight gradient as a multi-axis einsum and as a 2-D
-    dot (`_gemm_over_positions`), on a whole array and on a shifted window of the padded x."""
+    dot (`gemm_over_positions`), on a whole array and on a shifted window of the padded x."""
     layer = LAYERS["residual"]
     x, _, g = operands(args.batch, layer, pad=1)
     n = layer.size
@@ -164,7 +164,7 @@ def dots(args: argparse.Namespace, torch) -> None:
     for where, window in windows.items():
         for what, dot in [
             ('einsum("nhwc,nhwo->co")', lambda x, g: jnp.einsum("nhwc,nhwo->co", x, g)),
-            ("x.reshape(-1, c).T @ g.reshape(-1, o)", _gemm_over_positions),
+            ("x.reshape(-1, c).T @ g.reshape(-1, o)", gemm_over_positions),
         ]:
             fn = jax.jit(lambda x, g, dot=dot, window=window: dot(window(x), g))
             seconds = cpu_seconds(lambda fn=fn: fn(x, g), args.repeats)

@@ -8,22 +8,24 @@ the caller can put it back into PNG/WebP outputs; JPEG has no alpha, so it is dr
 The ICC colour profile is carried over when the pixels stay in the profile's colour space
 (not after a CMYK -> RGB conversion, where the CMYK profile would be wrong).
 
-Writing goes to a temporary file in the destination folder, then `os.replace`, so a crash
-or Ctrl-C never leaves a half-written image under the final name.
+Writing goes through `fnst_jax.files.write_atomic`, so a crash or Ctrl-C never leaves a
+half-written image under the final name. `to_uint8` (the network's float output -> pixels)
+and `transfer_luminance` (the "preserve colour" option) live here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from fnst_jax.errors import UserError
+from fnst_jax.files import write_atomic
 
 # Extensions picked up when a folder is searched; any other file there is ignored.
 IMAGE_EXTENSIONS = frozenset(
@@ -37,15 +39,11 @@ OUTPUT_FORMATS = {
 }
 EXTENSION_TO_FORMAT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 
-# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 # Refuse decompression bombs loudly rather than allocating tens of GB.
 Image.MAX_IMAGE_PIXELS = 1 << 30
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An input that is not a readable image (missing, corrupt, truncated, unknown format)."""
 
 
@@ -59,7 +57,7 @@ class DecodedImage:
     source_format: str | None  # Pillow's format name, e.g. "JPEG"
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
+def _plane_to_uint8(array: np.ndarray) -> np.ndarray:
     """Scale a 16-bit, 32-bit integer or float plane to uint8."""
     if array.dtype == np.uint8:
         return array
@@ -94,7 +92,7 @@ def pil_to_rgb_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]
         alpha = np.ascontiguousarray(data[..., 1]) if data.ndim == 3 else None
     elif mode.startswith("I") or mode == "F":
         # Single-channel 16/32-bit or float images.
-        gray = _to_uint8(np.asarray(image))
+        gray = _plane_to_uint8(np.asarray(image))
         rgb = np.repeat(gray[..., None], 3, axis=-1)
         alpha = None
     else:
@@ -161,30 +159,6 @@ def encode_image(
     image.save(file, format=pil_format, **options)
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run `write(temporary_path)` and rename the result onto `path` only if it succeeded.
-
-    The temporary file lives in the destination folder (same file system, so the rename is
-    atomic) and keeps the final extension (tools like ffmpeg pick the container from it).
-    On any exception, Ctrl-C included, the temporary file is removed and `path` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_image(
     path: str | os.PathLike,
     rgb: np.ndarray,
@@ -220,3 +194,27 @@ def read_rgb_resized(path: str | os.PathLike, shorter_side: int | None = None) -
     scale = shorter_side / min(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Floats on the 0..255 scale (any shape, e.g. the network's output) -> uint8, rounded to
+    the nearest level and clipped."""
+    return np.clip(np.rint(np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
+
+
+# ITU-R BT.601 full-range (JPEG) RGB <-> YCbCr, without the 128 chroma offset: the offset
+# cancels in transfer_luminance.
+_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+    np.float32,
+)
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR).astype(np.float32)
+
+
+def transfer_luminance(stylized: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Stylized luminance (Y) with the original's chroma (Cb, Cr): keeps the input colours.
+    Float in, float out (0..255 scale); round with `to_uint8`."""
+    y = stylized.astype(np.float32) @ _RGB_TO_YCBCR[0]
+    chroma = original.astype(np.float32) @ _RGB_TO_YCBCR[1:].T
+    ycbcr = np.concatenate([y[..., None], chroma], axis=-1)
+    return ycbcr @ _YCBCR_TO_RGB.T

@@ -1,4 +1,5 @@
-"""Process-level setup shared by the command-line tools: cache folder, compile cache, multi-host."""
+"""Process-level setup shared by the command-line tools: cache folder, compile cache,
+multi-host, and the one map of compute dtype names (`DTYPES`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,21 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 from absl import logging
+
+from fnst_jax.errors import UsageError
+
+# Compute dtypes by the name every config, flag and model file uses. Parameters, instance-norm
+# statistics, Grams and losses stay float32 whichever is chosen.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def dtype_from_name(name: str) -> jnp.dtype:
+    """`DTYPES[name]`, or a UsageError listing the choices."""
+    if name not in DTYPES:
+        raise UsageError(f"dtype must be one of {sorted(DTYPES)}, not {name!r}")
+    return DTYPES[name]
 
 
 def cache_dir() -> Path:
@@ -79,4 +94,5 @@ class _DropLibraryChatter(std_logging.Filter):
 
 
 def quiet_library_logs() -> None:
+    """Drop INFO chatter of orbax, grain and JAX's backend setup from the absl log."""
     logging.get_absl_handler().addFilter(_DropLibraryChatter())

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fnst_jax import cpu_conv
+
 INSTANCE_NORM_EPSILON = 1e-5  # torch.nn.InstanceNorm2d's default
 # The network downsamples twice by 2, so inputs are reflect-padded to a multiple of this.
 SIZE_MULTIPLE = 4
@@ -28,75 +30,14 @@ def reflect_pad(x: jax.Array, top: int, bottom: int, left: int, right: int) -> j
     return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode="reflect")
 
 
-_CONV_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-# XLA:CPU (jaxlib 0.10) runs convolutions with fewer than 4 input channels ~5x slower than
-# with 4 (the 9x9 3->32 input conv, and the input gradient of the 9x9 32->3 output conv):
-# zero channels are padded on (exact: they add zero products). See BENCHMARKS.md.
-_CPU_MIN_CHANNELS = 4
-# Its weight-gradient convolutions run ~4x below its forward ones; for the 128-channel
-# residual convs nine shifted 2-D GEMMs are ~2x faster (smaller layers do not gain).
-_CPU_GEMM_WGRAD_MIN_CHANNELS = 128
-
-
-def _conv_same_cropped(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Stride-1 SAME convolution with the k // 2 border cropped: a VALID convolution of x."""
-    p = kernel.shape[0] // 2
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_CONV_DIMENSIONS)
-    return y[:, p:-p, p:-p, :] if p else y
-
-
-def _gemm_over_positions(a: jax.Array, b: jax.Array) -> jax.Array:
-    """sum over all leading axes of a[..., i] * b[..., j] -> (i, j), as one 2-D GEMM (XLA:CPU
-    runs a dot contracting over several axes far slower than the same dot reshaped to 2-D)."""
-    return jnp.dot(a.reshape(-1, a.shape[-1]).T, b.reshape(-1, b.shape[-1]))
-
-
-@jax.custom_vjp
-def _conv_gemm_wgrad(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_conv_same_cropped` whose kernel gradient is k*k shifted GEMMs (CPU only)."""
-    return _conv_same_cropped(x, kernel)
-
-
-def _conv_gemm_wgrad_fwd(x, kernel):
-    return _conv_same_cropped(x, kernel), (x, kernel)
-
-
-def _conv_gemm_wgrad_bwd(residuals, g):
-    x, kernel = residuals
-    k, h, w = kernel.shape[0], g.shape[1], g.shape[2]
-    (dx,) = jax.vjp(lambda x: _conv_same_cropped(x, kernel), x)[1](g)
-    # d kernel[i, j] = sum over (n, y, x) of x[n, y + i, x + j, :] outer g[n, y, x, :]
-    dk = jnp.stack(
-        [_gemm_over_positions(x[:, i : i + h, j : j + w, :], g) for i in range(k) for j in range(k)]
-    )
-    return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
-
-
-_conv_gemm_wgrad.defvjp(_conv_gemm_wgrad_fwd, _conv_gemm_wgrad_bwd)
-
-
-def _conv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_conv_same_cropped` arranged around XLA:CPU's slow paths; same numbers."""
-    _, _, cin, cout = kernel.shape
-    if cin < _CPU_MIN_CHANNELS:
-        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, _CPU_MIN_CHANNELS - cin)))
-        kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, _CPU_MIN_CHANNELS - cin), (0, 0)))
-    if cout < _CPU_MIN_CHANNELS:
-        kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, 0), (0, _CPU_MIN_CHANNELS - cout)))
-        return _conv_same_cropped(x, kernel)[..., :cout]
-    if min(cin, cout) >= _CPU_GEMM_WGRAD_MIN_CHANNELS:
-        return _conv_gemm_wgrad(x, kernel)
-    return _conv_same_cropped(x, kernel)
-
-
 class ReflectConv(nnx.Module):
     """Reflection-padded convolution (torch: ReflectionPad2d(k // 2) then Conv2d(padding=0)).
 
     Stride-1 layers pad by k // 2, convolve SAME and crop the k // 2 border. This gives the
     same numbers as a VALID convolution of the padded input, but XLA:CPU runs a VALID
     convolution over a reflect-padded operand several times slower than a SAME one. On CPU
-    they also avoid two more XLA:CPU slow paths (`_conv_cpu`); other platforms run the plain
-    convolution.
+    they also avoid two more XLA:CPU slow paths (`cpu_conv.conv_for_cpu`); other platforms run
+    the plain convolution.
     """
 
     def __init__(
@@ -137,7 +78,9 @@ class ReflectConv(nnx.Module):
         x, kernel, bias = self.conv.promote_dtype(
             (x, self.conv.kernel[...], self.conv.bias[...]), dtype=self.conv.dtype
         )
-        y = jax.lax.platform_dependent(x, kernel, cpu=_conv_cpu, default=_conv_same_cropped)
+        y = jax.lax.platform_dependent(
+            x, kernel, cpu=cpu_conv.conv_for_cpu, default=cpu_conv.conv_same_cropped
+        )
         return y + bias
 
 
@@ -158,22 +101,32 @@ class InstanceNorm(nnx.Module):
 
 
 class ConvNormRelu(nnx.Module):
-    def __init__(self, cin, cout, k, stride=1, *, relu=True, dtype=jnp.float32, rngs):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int = 1,
+        *,
+        relu: bool = True,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         self.conv = ReflectConv(cin, cout, k, stride, dtype=dtype, rngs=rngs)
         self.norm = InstanceNorm(cout, dtype=dtype)
         self.relu = relu
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         y = self.norm(self.conv(x))
         return jax.nn.relu(y) if self.relu else y
 
 
 class ResidualBlock(nnx.Module):
-    def __init__(self, channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, channels: int, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.block1 = ConvNormRelu(channels, channels, 3, dtype=dtype, rngs=rngs)
         self.block2 = ConvNormRelu(channels, channels, 3, relu=False, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return x + self.block2(self.block1(x))
 
 
@@ -188,15 +141,14 @@ class UpsampleConvNormRelu(ConvNormRelu):
     """Nearest x2 upsampling, then conv + instance norm + ReLU (a transposed conv would leave
     checkerboard artifacts)."""
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return super().__call__(upsample_nearest(x))
 
 
 class TransformerNet(nnx.Module):
     """The feed-forward style network. Any H, W: output has the input's spatial size."""
 
-    def __init__(self, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None):
-        rngs = rngs if rngs is not None else nnx.Rngs(0)
+    def __init__(self, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.dtype = dtype
         self.conv1 = ConvNormRelu(3, 32, 9, dtype=dtype, rngs=rngs)
         self.conv2 = ConvNormRelu(32, 64, 3, 2, dtype=dtype, rngs=rngs)
@@ -234,4 +186,5 @@ def stylize_padded(model: TransformerNet, images: jax.Array, pad: int) -> jax.Ar
 
 
 def count_params(model: nnx.Module) -> int:
+    """Number of trainable parameters."""
     return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

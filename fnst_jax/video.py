@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-from fnst_jax.image_io import pil_to_rgb_alpha, write_atomic
+from fnst_jax.files import write_atomic
+from fnst_jax.image_io import pil_to_rgb_alpha
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".gif"})
 # Container extension -> video codec. libx264 with yuv420p plays everywhere.

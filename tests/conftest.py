@@ -53,3 +53,24 @@ def small_vgg(random_vgg) -> VGG19:
 
     params = {conv: random_vgg.params[conv] for conv in CONV_LAYERS[:8]}
     return VGG19(params, "torch", "random[:8]")
+
+
+@pytest.fixture
+def fast_compile():
+    """`jax_disable_most_optimizations` for one test (compile time dominates on tiny shapes);
+    restored afterwards, so test order cannot change results."""
+    import jax
+
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@pytest.fixture
+def highest_precision(fast_compile):
+    """float32 matmuls/convolutions at full precision for one test (parity against torch)."""
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        yield
