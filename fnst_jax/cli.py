@@ -36,9 +36,7 @@ def accept_both_spellings(flag_values: flags.FlagValues) -> None:
                 flags.DEFINE_alias(other, name, flag_values=flag_values)
 
 
-def parse(
-    flag_values: flags.FlagValues, argv: Sequence[str], usage: str
-) -> list[str] | None:
+def parse(flag_values: flags.FlagValues, argv: Sequence[str], usage: str) -> list[str] | None:
     """Parse argv into `flag_values`; returns the positional arguments, or None when help
     was asked for (it is printed). Raises UsageError for flags absl refuses."""
     if any(arg in HELP_FLAGS for arg in argv[1:]):

@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     if json_path is not None:
         document = {**report, "images": results, "summary": summary, "failed": failures}
         text = json.dumps(document, indent=2) + "\n"
-        image_io.write_atomic(json_path, lambda tmp: tmp.write_text(text))
+        files.write_text_atomic(json_path, text)
         print(f"wrote {json_path}")
     if grid_path is not None:
         image_io.write_image(grid_path, np.asarray(make_grid(grid_rows)))

@@ -1,0 +1,188 @@
+"""The train step: state, loss and gradients, the update, and its jit/pmap forms. No I/O.
+
+`TrainState` is what checkpoints hold. `loss_and_grads` runs the TransformerNet (with the
+train pad, `transformer_net.stylize_padded`) and the VGG perceptual loss (`losses`) on one
+batch; `apply_gradients` applies the optimizer update unless anything is non-finite.
+`make_jit_step` (the default: a device mesh, batch sharded on `data`) and `make_pmap_step`
+wrap them for data parallelism; `make_eval_fn` is the validation forward.
+
+This module imports no data pipeline, checkpointing or monitoring code: the benchmark
+(`fnst_jax.bench`) runs the exact training step through it alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fnst_jax.errors import UserError
+from fnst_jax.losses import LossSpec, content_targets, perceptual_loss
+from fnst_jax.transformer_net import TransformerNet, stylize_padded
+from fnst_jax.vgg import VGG19
+
+# The train state pytree: {"params", "opt_state", "step", "nonfinite_run", "nonfinite_total"}.
+TrainState = dict[str, Any]
+Params = dict[str, Any]
+Terms = dict[str, jax.Array]
+
+OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What the step is compiled for (static: a change means a new compilation)."""
+
+    graphdef: nnx.GraphDef  # the TransformerNet's structure; parameters travel separately
+    spec: LossSpec  # loss layers and (balanced) weights
+    pad: int  # reflection pad around each image, cropped off after the network
+    dtype: Any  # compute dtype: jnp.float32 or jnp.bfloat16
+
+
+def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    """Adam (the paper's); plain SGD is there for numerics checks, where Adam's sign-like
+    first steps would magnify float rounding of near-zero gradients."""
+    if name not in OPTIMIZERS:
+        raise UserError(f"train.optimizer must be one of {sorted(OPTIMIZERS)}, not {name!r}")
+    return OPTIMIZERS[name](learning_rate)
+
+
+def init_model(rng: jax.Array, dtype: Any) -> tuple[nnx.GraphDef, Params]:
+    """A freshly initialised TransformerNet, split into its graphdef and plain parameters.
+    The same `rng` gives the same parameters whatever the dtype (and as fnst_jax 0.1 did)."""
+    model_rng, _ = jax.random.split(rng)  # 0.1 split off a second key for an unused state rng
+    seed = int(jax.random.randint(model_rng, (), 0, 2**31 - 1))
+    model = TransformerNet(dtype=dtype, rngs=nnx.Rngs(seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
+
+
+def new_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
+    """The train state at step 0 (what checkpoints hold)."""
+    return {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "nonfinite_run": jnp.zeros((), jnp.int32),  # non-finite steps in a row
+        "nonfinite_total": jnp.zeros((), jnp.int32),
+    }
+
+
+def init_state(
+    rng: jax.Array, dtype: Any, tx: optax.GradientTransformation
+) -> tuple[nnx.GraphDef, TrainState]:
+    """The graphdef and the step-0 train state of a new run seeded by `rng`."""
+    graphdef, params = init_model(rng, dtype)
+    return graphdef, new_state(params, tx)
+
+
+def loss_and_grads(
+    params: Params,
+    batch: jax.Array,
+    vgg: VGG19,
+    target_grams: dict[str, jax.Array],
+    config: StepConfig,
+) -> tuple[Terms, Params]:
+    """Loss terms and gradient w.r.t. the TransformerNet parameters for one (local) batch."""
+
+    def loss_fn(params: Params) -> tuple[jax.Array, Terms]:
+        model = nnx.merge(config.graphdef, params)
+        stylized = stylize_padded(model, batch, config.pad)
+        # The content pass stops at the content layer.
+        content = content_targets(vgg, batch, config.spec, config.dtype)
+        return perceptual_loss(vgg, stylized, content, target_grams, config.spec, config.dtype)
+
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return terms, grads
+
+
+def apply_gradients(
+    state: TrainState, terms: Terms, grads: Params, tx: optax.GradientTransformation
+) -> tuple[TrainState, Terms]:
+    """The optimizer update, skipped (parameters and optimizer state unchanged) when the loss
+    or the gradient is non-finite; counts such steps."""
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(terms["total"]) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+
+    def keep_if_finite(new: Any, old: Any) -> Any:
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    new_state = {
+        "params": keep_if_finite(params, state["params"]),
+        "opt_state": keep_if_finite(opt_state, state["opt_state"]),
+        "step": state["step"] + 1,
+        "nonfinite_run": jnp.where(finite, 0, state["nonfinite_run"] + 1),
+        "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32),
+    }
+    return new_state, dict(terms, grad_norm=grad_norm)
+
+
+def make_mesh() -> Mesh:
+    """A one-axis (`data`) mesh over every device of every process."""
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+StepFn = Callable[[TrainState, jax.Array, VGG19, dict], tuple[TrainState, Terms]]
+
+
+def make_jit_step(mesh: Mesh, tx: optax.GradientTransformation, config: StepConfig) -> StepFn:
+    """The default data-parallel step: batch sharded over the mesh's `data` axis, state
+    replicated; XLA inserts the gradient all-reduce. The state is donated."""
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+
+    def step(
+        state: TrainState, batch: jax.Array, vgg: VGG19, target_grams: dict
+    ) -> tuple[TrainState, Terms]:
+        terms, grads = loss_and_grads(state["params"], batch, vgg, target_grams, config)
+        return apply_gradients(state, terms, grads, tx)
+
+    return jax.jit(
+        step,
+        in_shardings=(replicated, batch_sharding, replicated, replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+
+
+def make_pmap_step(tx: optax.GradientTransformation, config: StepConfig) -> StepFn:
+    """The same step under jax.pmap: per-device loss, gradients averaged with lax.pmean."""
+
+    def step(
+        state: TrainState, batch: jax.Array, vgg: VGG19, target_grams: dict
+    ) -> tuple[TrainState, Terms]:
+        terms, grads = loss_and_grads(state["params"], batch, vgg, target_grams, config)
+        grads = jax.lax.pmean(grads, "data")
+        terms = jax.lax.pmean(terms, "data")
+        return apply_gradients(state, terms, grads, tx)
+
+    return jax.pmap(step, axis_name="data", donate_argnums=0)
+
+
+EvalFn = Callable[[Params, jax.Array, VGG19, dict], tuple[Terms, jax.Array]]
+
+
+def make_eval_fn(config: StepConfig) -> EvalFn:
+    """Loss terms and stylized images of a batch with the given parameters (jitted)."""
+
+    @jax.jit
+    def evaluate(
+        params: Params, images: jax.Array, vgg: VGG19, target_grams: dict
+    ) -> tuple[Terms, jax.Array]:
+        model = nnx.merge(config.graphdef, params)
+        stylized = stylize_padded(model, images, config.pad)
+        content = content_targets(vgg, images, config.spec, config.dtype)
+        _, terms = perceptual_loss(vgg, stylized, content, target_grams, config.spec, config.dtype)
+        return terms, stylized
+
+    return evaluate
