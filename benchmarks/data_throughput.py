@@ -15,9 +15,11 @@ throughput per core, which stays meaningful on a machine shared with other work.
 from __future__ import annotations
 
 import io
+import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import ml_collections
@@ -27,6 +29,10 @@ from PIL import Image
 
 from fnst_jax import data
 from fnst_jax.data import sources
+
+# configs/ is not an installed package: import it from the checkout this script belongs to.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from configs import default  # noqa: E402
 
 _PHOTOS = flags.DEFINE_string(
     "photos",
@@ -68,7 +74,7 @@ def prepare_array_record(workdir: Path, photos: Path, count: int) -> ml_collecti
         with zipfile.ZipFile(manual_dir / f"{folder}.zip", "w") as archive:
             for index, payload in enumerate(chosen):
                 archive.writestr(f"{folder}/COCO_{folder}_{index:012d}.jpg", payload)
-    config = data.default_data_config()
+    config = default.get_config().data
     config.update(
         source="tfds:fnst_coco_images/2014",
         tfds_data_dir=str(workdir / "tfds"),
@@ -80,7 +86,9 @@ def prepare_array_record(workdir: Path, photos: Path, count: int) -> ml_collecti
     return config
 
 
-def images_per_second(config, *, worker_count: int, read_threads: int) -> tuple[float, float]:
+def images_per_second(
+    config: ml_collections.ConfigDict, *, worker_count: int, read_threads: int
+) -> tuple[float, float]:
     """(images per wall-clock second, images per CPU-second of this process).
 
     The second figure is per core and robust to other load on the machine; it only counts this
@@ -103,12 +111,12 @@ def images_per_second(config, *, worker_count: int, read_threads: int) -> tuple[
     return images / elapsed, images / elapsed_cpu
 
 
-def main(argv) -> None:
+def main(argv: Sequence[str]) -> None:
     del argv
     photos = Path(_PHOTOS.value)
     configs = {}
     if photos.is_dir():
-        folder = data.default_data_config()
+        folder = default.get_config().data
         folder.source = f"folder:{photos}"
         configs[f"folder ({photos.name}, 481x321 JPEG)"] = folder
     else:

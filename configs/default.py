@@ -13,8 +13,6 @@ tensorflow-datasets (see README). On one modern GPU this takes well under an hou
 import ml_collections
 from ml_collections import config_dict
 
-from fnst_jax.data import default_data_config
-
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -23,8 +21,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.dtype = "float32"  # or "bfloat16": compute in bf16, params/norms/Grams/losses in f32
     config.parallel = "jit"  # "jit" (mesh + sharded batch) or "pmap"
 
-    config.data = default_data_config()
-    config.data.source = "tfds:fnst_coco_images/2014"
+    # Content images: fnst_jax.data reads every field of this block (README, *Training data*).
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "tfds:fnst_coco_images/2014"  # or folder:PATH, synthetic:N (README)
+    config.data.sample = 1.0  # fraction of the training images to use (deterministic by seed)
+    config.data.train_split = "train"  # TFDS split for training
+    config.data.validation_split = "validation"  # TFDS split; "" = hold out a fraction instead
+    config.data.validation_fraction = 0.05  # held out of folder/synthetic sources, >= 1 image
+    config.data.crop = "center"  # or "random" (deterministic per seed, epoch and index)
+    config.data.worker_count = 0  # grain worker processes; 0 decodes in the training process
+    config.data.read_threads = 2  # decoding threads in each process that decodes
+    config.data.min_size = 64  # images whose shorter side is smaller are skipped
+    config.data.max_pixels = 100_000_000  # larger ones (by header) are skipped: decompression bombs
+    config.data.tfds_data_dir = config_dict.placeholder(str)  # None: ~/tensorflow_datasets
+    config.data.manual_dir = config_dict.placeholder(str)  # TFDS manual_dir, e.g. the COCO zips
+    config.data.download = False  # allow TFDS to download and prepare the dataset
 
     config.vgg = ml_collections.ConfigDict()
     config.vgg.weights = "torchvision"  # a file path, "torchvision" (download+cache) or "random"

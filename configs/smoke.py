@@ -4,10 +4,12 @@
         --config.style_image=path/to/style.jpg
 """
 
+import ml_collections
+
 from configs import default
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.style_size = 32
     config.data.source = "synthetic:24"

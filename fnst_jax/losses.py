@@ -12,8 +12,15 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
+from fnst_jax.errors import UserError
 from fnst_jax.vgg import VGG19, layer_depth
+
+
+class LossSpecError(UserError, ValueError):
+    """A loss configuration that cannot be computed (no style layer, wrong weight count);
+    unknown layer names raise `vgg.VGGLayerError`."""
 
 
 def gram_matrix(features: jax.Array) -> jax.Array:
@@ -78,11 +85,11 @@ class LossSpec:
         for layer in (*self.style_layers, self.content_layer):
             layer_depth(layer)  # raises a clear error for unknown names
         if not self.style_layers:
-            raise ValueError("loss.style_layers must name at least one VGG layer")
+            raise LossSpecError("loss.style_layers must name at least one VGG layer")
         if self.style_layer_weights is not None and len(self.style_layer_weights) != len(
             self.style_layers
         ):
-            raise ValueError(
+            raise LossSpecError(
                 f"loss.style_layer_weights has {len(self.style_layer_weights)} entries "
                 f"but loss.style_layers has {len(self.style_layers)}"
             )
@@ -101,14 +108,16 @@ class LossSpec:
 
 
 def style_grams(
-    vgg: VGG19, style_images: jax.Array, layers: Sequence[str], dtype=jnp.float32
+    vgg: VGG19, style_images: jax.Array, layers: Sequence[str], dtype: DTypeLike = jnp.float32
 ) -> dict[str, jax.Array]:
     """Target Grams of style image(s) (1, H, W, 3) in [0, 255]: computed once, outside the step."""
     features = vgg(style_images, layers, dtype=dtype)
     return {layer: gram_matrix(features[layer]) for layer in layers}
 
 
-def content_targets(vgg: VGG19, content_images: jax.Array, spec: LossSpec, dtype=jnp.float32):
+def content_targets(
+    vgg: VGG19, content_images: jax.Array, spec: LossSpec, dtype: DTypeLike = jnp.float32
+) -> jax.Array:
     """The content pass: VGG features of the input images, stopping at the content layer."""
     return vgg(content_images, (spec.content_layer,), dtype=dtype)[spec.content_layer]
 
@@ -119,7 +128,7 @@ def perceptual_loss(
     content_features: jax.Array,
     target_grams: Mapping[str, jax.Array],
     spec: LossSpec,
-    dtype=jnp.float32,
+    dtype: DTypeLike = jnp.float32,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The training objective for stylized images (N, H, W, 3) in [0, 255].
 

@@ -28,9 +28,9 @@ def dtype_from_name(name: str) -> jnp.dtype:
 def cache_dir() -> Path:
     """$FNST_JAX_CACHE, else $XDG_CACHE_HOME/fnst_jax, else ~/.cache/fnst_jax."""
     if os.environ.get("FNST_JAX_CACHE"):
-        return Path(os.environ["FNST_JAX_CACHE"])
+        return Path(os.environ["FNST_JAX_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fnst_jax"
+    return Path(base).expanduser() / "fnst_jax"
 
 
 def enable_compilation_cache() -> None:

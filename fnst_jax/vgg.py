@@ -17,6 +17,9 @@ from collections.abc import Iterable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
+
+from fnst_jax.errors import UserError
 
 # (block, number of convs) of VGG19.
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
@@ -36,6 +39,10 @@ CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)  # BGR, on [0,
 PREPROCESSING = ("torch", "caffe")
 
 
+class VGGLayerError(UserError, ValueError):
+    """An unknown VGG19 tap or preprocessing name, or a tap deeper than the weights hold."""
+
+
 def preprocess(images: jax.Array, preprocessing: str) -> jax.Array:
     """RGB images in [0, 255] (NHWC) -> the input the VGG weights were trained on."""
     x = images.astype(jnp.float32)
@@ -43,7 +50,7 @@ def preprocess(images: jax.Array, preprocessing: str) -> jax.Array:
         return (x / 255.0 - TORCH_MEAN) / TORCH_STD
     if preprocessing == "caffe":
         return x[..., ::-1] - CAFFE_MEAN_BGR
-    raise ValueError(
+    raise VGGLayerError(
         f"unknown VGG preprocessing {preprocessing!r}; expected one of {PREPROCESSING}"
     )
 
@@ -51,7 +58,9 @@ def preprocess(images: jax.Array, preprocessing: str) -> jax.Array:
 def layer_depth(layer: str) -> int:
     """Index of a tap (relu1_1 -> 0 ... relu5_4 -> 15)."""
     if layer not in RELU_LAYERS:
-        raise ValueError(f"unknown VGG19 layer {layer!r}; expected one of {', '.join(RELU_LAYERS)}")
+        raise VGGLayerError(
+            f"unknown VGG19 layer {layer!r}; expected one of {', '.join(RELU_LAYERS)}"
+        )
     return RELU_LAYERS.index(layer)
 
 
@@ -84,7 +93,7 @@ class VGG19:
     def check_layers(self, layers: Iterable[str]) -> None:
         for layer in layers:
             if layer_depth(layer) >= self.num_layers:
-                raise ValueError(
+                raise VGGLayerError(
                     f"VGG layer {layer!r} is deeper than the weights provide "
                     f"({self.source or 'these weights'} hold {self.num_layers} conv layers, "
                     f"up to {self.available_layers[-1]}); choose layers among "
@@ -92,7 +101,7 @@ class VGG19:
                 )
 
     def __call__(
-        self, images: jax.Array, layers: Iterable[str], dtype: jnp.dtype = jnp.float32
+        self, images: jax.Array, layers: Iterable[str], dtype: DTypeLike = jnp.float32
     ) -> dict[str, jax.Array]:
         """Features at `layers` of RGB [0, 255] NHWC images; computes only as deep as needed.
 

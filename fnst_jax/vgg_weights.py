@@ -12,12 +12,13 @@
   ../shared/data/vgg19_conv1_1-conv3_4_keras.npz or a file written by `save_npz`.
   Preprocessing: "caffe", unless the file records its own (files from `save_npz` do).
 - "torchvision": downloads torchvision's published VGG19 once, checks its SHA-256, converts it
-  and caches it as .npz (see `cache_dir`); later calls read the cache, no network.
+  and caches it as .npz (in `runtime.cache_dir()`); later calls read the cache, no network.
 - "random": deterministic He-initialised weights for tests and smoke runs only (warns).
 
 Every name and shape is checked; a file may hold only the first k conv layers (a contiguous
 prefix), in which case only the taps up to the k-th ReLU are usable (`VGG19.check_layers`).
-Errors are `VGGWeightsError` (a ValueError) with one line naming the file and the key.
+Errors are `VGGWeightsError` (a `UserError`, and a ValueError) with one line naming the file
+and the key. Files are written through `fnst_jax.files.write_atomic`.
 """
 
 from __future__ import annotations
@@ -32,13 +33,20 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpy as np
 
+from fnst_jax.errors import UserError
+from fnst_jax.files import write_atomic
+from fnst_jax.runtime import cache_dir
 from fnst_jax.vgg import CONV_CHANNELS, CONV_LAYERS, PREPROCESSING, VGG19
+
+if TYPE_CHECKING:
+    import h5py
 
 # torchvision's published ImageNet VGG19; the hex string in the file name is the prefix of
 # the file's SHA-256 (read at call time so tests can point them at a local file).
@@ -61,7 +69,7 @@ _SUPPLY_HINT = (
 )
 
 
-class VGGWeightsError(ValueError):
+class VGGWeightsError(UserError, ValueError):
     """A VGG weights file that is missing, unreadable, or not VGG19 conv weights."""
 
 
@@ -210,27 +218,35 @@ def _read_keras_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
             conv = f"conv{match.group(1)}_{match.group(2)}"
             if conv not in CONV_CHANNELS:
                 raise VGGWeightsError(f"{path}: unexpected layer {name!r} (not a VGG19 conv)")
-            found: dict[str, list[tuple[str, np.ndarray]]] = {"kernel": [], "bias": []}
-
-            def visit(dataset_path, item, found=found):
-                if isinstance(item, h5py.Dataset):
-                    kind = dataset_path.rsplit("/", 1)[-1].split(":")[0]
-                    if kind in found:
-                        found[kind].append((dataset_path, np.asarray(item, np.float32)))
-
-            group.visititems(visit)
-            layers[conv] = {}
-            for kind, items in found.items():
-                if len(items) > 1:
-                    raise VGGWeightsError(
-                        f"{path}: layer {name!r} has {len(items)} {kind} datasets "
-                        f"({', '.join(p for p, _ in items)}); expected one"
-                    )
-                if items:
-                    layers[conv][kind] = items[0][1]
+            layers[conv] = _keras_layer_arrays(path, name, group)
     if not layers:
         raise VGGWeightsError(f"{path}: no Keras VGG19 conv layers (block1_conv1, ...) found")
     return layers
+
+
+def _keras_layer_arrays(path: Path, name: str, group: h5py.Group) -> dict[str, np.ndarray]:
+    """The kernel and bias found anywhere below one Keras layer group (at most one of each)."""
+    import h5py
+
+    found: dict[str, list[tuple[str, np.ndarray]]] = {"kernel": [], "bias": []}
+
+    def visit(dataset_path: str, item: h5py.Dataset | h5py.Group) -> None:
+        if isinstance(item, h5py.Dataset):
+            kind = dataset_path.rsplit("/", 1)[-1].split(":")[0]
+            if kind in found:
+                found[kind].append((dataset_path, np.asarray(item, np.float32)))
+
+    group.visititems(visit)
+    arrays = {}
+    for kind, items in found.items():
+        if len(items) > 1:
+            raise VGGWeightsError(
+                f"{path}: layer {name!r} has {len(items)} {kind} datasets "
+                f"({', '.join(p for p, _ in items)}); expected one"
+            )
+        if items:
+            arrays[kind] = items[0][1]
+    return arrays
 
 
 # ---------------------------------------------------------------------------- .npz
@@ -265,13 +281,16 @@ def _load_npz(path: Path) -> VGG19:
 def save_npz(vgg: VGG19, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write `vgg` as .npz (HWIO, keys conv{b}_{n}/kernel|bias, plus its preprocessing).
 
-    Written to a temporary file and renamed, so a reader never sees half a file.
+    Written through `write_atomic`, so a reader never sees half a file.
     Refuses to replace an existing file unless `overwrite`.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, functools.partial(_write_npz, vgg))
+
+
+def _write_npz(vgg: VGG19, path: Path) -> None:
     arrays = {
         f"{conv}/{kind}": np.asarray(value, np.float32)
         for conv, layer in vgg.params.items()
@@ -279,15 +298,8 @@ def save_npz(vgg: VGG19, path: str | os.PathLike, *, overwrite: bool = False) ->
     }
     meta = {"preprocessing": vgg.preprocessing, "source": vgg.source}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to other names
+        np.savez(f, **arrays)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -304,7 +316,9 @@ def _hwio_key(conv: str, kind: str) -> str:
     return f"{conv}/{kind}"
 
 
-def _from_hwio(path: Path, layers: Mapping[str, Mapping[str, np.ndarray]], preprocessing: str):
+def _from_hwio(
+    path: Path, layers: Mapping[str, Mapping[str, np.ndarray]], preprocessing: str
+) -> VGG19:
     for conv, layer in layers.items():
         cin, cout = CONV_CHANNELS[conv]
         if "kernel" in layer:
@@ -312,7 +326,13 @@ def _from_hwio(path: Path, layers: Mapping[str, Mapping[str, np.ndarray]], prepr
     return _build(path, layers, preprocessing, key_name=_hwio_key)
 
 
-def _build(path: Path, layers, preprocessing: str, *, key_name) -> VGG19:
+def _build(
+    path: Path,
+    layers: Mapping[str, Mapping[str, np.ndarray]],
+    preprocessing: str,
+    *,
+    key_name: Callable[[str, str], str],
+) -> VGG19:
     """Check biases and that the layers form a contiguous prefix of VGG19; make the VGG19."""
     if not layers:
         raise VGGWeightsError(f"{path}: holds no VGG19 conv weights")
@@ -341,52 +361,53 @@ def _build(path: Path, layers, preprocessing: str, *, key_name) -> VGG19:
 # ---------------------------------------------------------------------------- download
 
 
-def cache_dir() -> Path:
-    """$FNST_JAX_CACHE, else $XDG_CACHE_HOME/fnst_jax, else ~/.cache/fnst_jax."""
-    if os.environ.get("FNST_JAX_CACHE"):
-        return Path(os.environ["FNST_JAX_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "fnst_jax"
-    return Path.home() / ".cache" / "fnst_jax"
-
-
 def download_torchvision_vgg() -> Path:
     """The cached .npz of torchvision's VGG19: downloaded, verified and converted on first use.
 
-    Converting the .pth needs PyTorch; the downloaded .pth is deleted after conversion.
+    The cache is `runtime.cache_dir()` (also the JAX compilation cache's parent). The .npz is
+    written through `write_atomic`; the .pth is downloaded beside it into a scratch file that
+    is deleted after conversion (which needs PyTorch).
     """
     cached = cache_dir() / TORCHVISION_CACHE_NAME
     if cached.is_file():
         return cached
-    url, prefix = TORCHVISION_URL, TORCHVISION_SHA256_PREFIX
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".vgg19-download.", suffix=".pth", dir=cached.parent)
-    tmp_path = Path(tmp)
-    try:
-        digest = hashlib.sha256()
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as out:
-                from tqdm import tqdm
+    url, prefix = TORCHVISION_URL, TORCHVISION_SHA256_PREFIX  # read now: tests patch them
 
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc="VGG19 weights") as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise VGGWeightsError(f"{url}: download failed ({reason}); {_SUPPLY_HINT}") from e
-        if not digest.hexdigest().startswith(prefix):
-            raise VGGWeightsError(
-                f"{url}: downloaded file has SHA-256 {digest.hexdigest()[:16]}..., expected a "
-                f"hash starting with {prefix} (corrupt or tampered download); {_SUPPLY_HINT}"
-            )
-        vgg = _from_state_dict(tmp_path, _read_torch_state_dict(tmp_path), "torch")
-        save_npz(VGG19(vgg.params, "torch", url), cached, overwrite=True)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    def download_and_convert(npz_path: Path) -> None:
+        with tempfile.NamedTemporaryFile(
+            prefix=".vgg19-download.", suffix=".pth", dir=npz_path.parent
+        ) as pth:
+            _download_verified(url, prefix, pth)
+            pth_path = Path(pth.name)
+            vgg = _from_state_dict(pth_path, _read_torch_state_dict(pth_path), "torch")
+        _write_npz(VGG19(vgg.params, "torch", url), npz_path)
+
+    write_atomic(cached, download_and_convert)
     return cached
+
+
+def _download_verified(url: str, sha256_prefix: str, out: IO[bytes]) -> None:
+    """Stream `url` into `out` with a progress bar; its SHA-256 must start with the prefix."""
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc="VGG19 weights") as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        out.flush()
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise VGGWeightsError(f"{url}: download failed ({reason}); {_SUPPLY_HINT}") from e
+    if not digest.hexdigest().startswith(sha256_prefix):
+        raise VGGWeightsError(
+            f"{url}: downloaded file has SHA-256 {digest.hexdigest()[:16]}..., expected a "
+            f"hash starting with {sha256_prefix} (corrupt or tampered download); {_SUPPLY_HINT}"
+        )
 
 
 # ---------------------------------------------------------------------------- random

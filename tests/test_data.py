@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fnst_jax import data
+from configs import default
+from fnst_jax import data, image_io
 from fnst_jax.data import preprocess, sources
+from fnst_jax.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 IMAGE_SIZE = 32
@@ -102,8 +104,13 @@ def write_bad_files(root: Path) -> list[Path]:
     return [root / name for name in bad]
 
 
+def default_data_config() -> ml_collections.ConfigDict:
+    """The data block of the real run (configs/default.py), to be overridden per test."""
+    return default.get_config().data
+
+
 def folder_config(path: Path, **overrides) -> ml_collections.ConfigDict:
-    config = data.default_data_config()
+    config = default_data_config()
     config.source = f"folder:{path}"
     config.validation_fraction = 0.0
     config.min_size = 16
@@ -265,16 +272,47 @@ def test_config_errors(tmp_path):
         "no images found below": f"folder:{tmp_path / 'empty'}",
     }
     for message, source in cases.items():
-        config = data.default_data_config()
+        config = default_data_config()
         config.source = source
         with pytest.raises(ValueError, match=message):
             data.make_train_iterator(config, image_size=IMAGE_SIZE, global_batch_size=4, seed=0)
-    config = data.default_data_config()
+    config = default_data_config()
     config.source = "synthetic:8"
     with pytest.raises(ValueError, match="multiple of process_count"):
         data.make_train_iterator(
             config, image_size=IMAGE_SIZE, global_batch_size=5, seed=0, process_count=2
         )
+
+
+def test_config_errors_are_user_errors(tmp_path):
+    # The entry points print a UserError on one line (no traceback) and exit 2.
+    for source in ("nonsense:abc", f"folder:{tmp_path / 'missing'}"):
+        config = default_data_config()
+        config.source = source
+        with pytest.raises(UserError):
+            data.make_train_iterator(config, image_size=IMAGE_SIZE, global_batch_size=4, seed=0)
+    write_bad_files(tmp_path / "bad")
+    with pytest.raises(data.DataError, match="no readable image"):
+        data.make_train_iterator(
+            folder_config(tmp_path / "bad"), image_size=IMAGE_SIZE, global_batch_size=2, seed=0
+        )
+    # A bad file is skipped inside the pipeline; were BadImageError to escape, it is a bug.
+    assert not issubclass(preprocess.BadImageError, UserError)
+
+
+def test_folder_source_reads_the_documented_extensions_only(tmp_path):
+    # Every training format is one image_io reads; netpbm files stay out of the training set.
+    assert set(data.TRAINING_IMAGE_EXTENSIONS) < image_io.IMAGE_EXTENSIONS
+    write_colour_folder(tmp_path, 2)
+    Image.new("RGB", (48, 40), (1, 2, 3)).save(tmp_path / "extra.ppm")
+    Image.new("RGB", (48, 40), (1, 2, 3)).save(tmp_path / "upper.JPG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = sources.open_source(f"folder:{tmp_path}")
+    assert [source.key(i) for i in range(len(source))] == [
+        "group0/image_000.png",
+        "group1/image_001.png",
+        "upper.JPG",
+    ]
 
 
 def test_only_bad_files_stops_with_error_naming_source(tmp_path):
@@ -358,7 +396,7 @@ def test_deterministic_across_worker_counts(tmp_path):
 
 
 def test_random_crop_is_deterministic_and_varies():
-    config = data.default_data_config()
+    config = default_data_config()
     config.source = "synthetic:6"
     config.crop = "random"
     config.validation_fraction = 0.0
@@ -369,7 +407,7 @@ def test_random_crop_is_deterministic_and_varies():
 
     first = batches(0)
     np.testing.assert_array_equal(first, batches(0))
-    centre = data.default_data_config()
+    centre = default_data_config()
     centre.update(source="synthetic:6", validation_fraction=0.0)
     centred = np.stack(
         take(data.make_train_iterator(centre, image_size=24, global_batch_size=6, seed=0), 3)
@@ -458,7 +496,7 @@ def test_validation_is_held_out_and_deterministic(tmp_path):
 
 
 def test_synthetic_source_validation_has_at_least_one_image():
-    config = data.default_data_config()
+    config = default_data_config()
     config.source = "synthetic:10"
     config.validation_fraction = 0.01
     validation = data.load_validation_images(config, image_size=IMAGE_SIZE, count=4, seed=0)
@@ -467,7 +505,7 @@ def test_synthetic_source_validation_has_at_least_one_image():
 
 @pytest.mark.skipif(not (SHARED_DATA / "photos").is_dir(), reason="needs ../shared/data/photos")
 def test_real_photos():
-    config = data.default_data_config()
+    config = default_data_config()
     config.source = f"folder:{SHARED_DATA / 'photos'}"
     iterator = data.make_train_iterator(config, image_size=64, global_batch_size=4, seed=0)
     batches = take(iterator, 2)
@@ -501,7 +539,7 @@ def test_coco_builder_prepares_from_manual_dir_without_tensorflow(tmp_path):
             payload = encode(Image.new("RGB", (64, 80), (9, 9, 9)), "JPEG")
             archive.writestr(f"val2014/COCO_val2014_{index:012d}.jpg", payload)
 
-    config = data.default_data_config()
+    config = default_data_config()
     config.update(
         source="tfds:fnst_coco_images/2014",
         tfds_data_dir=str(tmp_path / "tfds"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fnst_jax.errors import UserError
 from fnst_jax.losses import (
     LossSpec,
     content_loss,
@@ -21,7 +21,8 @@ from fnst_jax.losses import (
     tv_loss,
 )
 
-jax.config.update("jax_disable_most_optimizations", True)
+# Tiny shapes: compile time dominates, so compile with few optimisations (one test at a time).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _rand(shape, seed=0, high=1.0):
@@ -85,6 +86,9 @@ def test_loss_spec_validation():
         LossSpec(style_layers=())
     with pytest.raises(ValueError, match="style_layer_weights has 1 entries"):
         LossSpec(style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0,))
+    for bad in ({"style_layers": ()}, {"content_layer": "conv2_2"}):  # config errors: UserError
+        with pytest.raises(UserError):
+            LossSpec(**bad)
     spec = LossSpec(style_layers=("relu1_1", "relu2_1"), content_layer="relu1_1")
     assert spec.vgg_layers == ("relu1_1", "relu2_1")
     assert spec.layer_weights == {"relu1_1": 1.0, "relu2_1": 1.0}

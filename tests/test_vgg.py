@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fnst_jax.errors import UserError
 from fnst_jax.vgg import (
     CAFFE_MEAN_BGR,
     CONV_CHANNELS,
@@ -14,11 +15,13 @@ from fnst_jax.vgg import (
     RELU_LAYERS,
     TORCH_MEAN,
     TORCH_STD,
+    VGGLayerError,
     layer_depth,
     preprocess,
 )
 
-jax.config.update("jax_disable_most_optimizations", True)
+# Tiny shapes: compile time dominates, so compile with few optimisations (one test at a time).
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _images(shape, seed=0):
@@ -32,6 +35,10 @@ def test_layer_tables():
     assert layer_depth("relu3_1") == 4
     with pytest.raises(ValueError, match="unknown VGG19 layer 'relu6_1'"):
         layer_depth("relu6_1")
+    # A mistyped config layer is the user's to fix: one line at the entry point, no traceback.
+    with pytest.raises(UserError):
+        layer_depth("relu6_1")
+    assert issubclass(VGGLayerError, UserError) and issubclass(VGGLayerError, ValueError)
 
 
 def test_preprocess_conventions():

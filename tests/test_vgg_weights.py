@@ -15,6 +15,7 @@ from conftest import PHOTOS_DIR, REAL_VGG_NPZ
 from safetensors.numpy import save_file
 
 from fnst_jax import vgg_weights
+from fnst_jax.errors import UserError
 from fnst_jax.vgg import CONV_LAYERS, RELU_LAYERS, VGG19
 from fnst_jax.vgg_weights import (
     TORCHVISION_FEATURE_INDEX,
@@ -144,6 +145,8 @@ def test_npz_errors(random_vgg, tmp_path):
 
 def test_missing_file_and_unknown_format(tmp_path):
     with pytest.raises(VGGWeightsError, match="not found.*'torchvision'.*'random'"):
+        load_vgg(tmp_path / "nope.pth")
+    with pytest.raises(UserError):  # entry points print it on one line, no traceback
         load_vgg(tmp_path / "nope.pth")
     (tmp_path / "w.ckpt").write_bytes(b"x")
     with pytest.raises(VGGWeightsError, match=r"w\.ckpt: unknown VGG weights format '\.ckpt'"):

@@ -8,11 +8,13 @@ One config string selects the source (`config.data.source`):
   `coco` needs TensorFlow (`pip install fnst_jax[coco]`) and the ArrayRecord file format.
 * `folder:PATH`: every image below PATH, read directly.
 * `synthetic:N`: N deterministic generated images, for smoke runs and tests.
+
+The other fields of `config.data` are written out, with their meaning, in configs/default.py.
+A config or source that cannot be trained on raises `DataError` (a `UserError`).
 """
 
 from fnst_jax.data.pipeline import (
     TrainIterator,
-    default_data_config,
     load_validation_images,
     make_train_iterator,
     training_records,
@@ -20,13 +22,13 @@ from fnst_jax.data.pipeline import (
     validation_records,
 )
 from fnst_jax.data.preprocess import BadImageError
-from fnst_jax.data.sources import IMAGE_EXTENSIONS, open_source
+from fnst_jax.data.sources import TRAINING_IMAGE_EXTENSIONS, DataError, open_source
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
+    "TRAINING_IMAGE_EXTENSIONS",
     "BadImageError",
+    "DataError",
     "TrainIterator",
-    "default_data_config",
     "load_validation_images",
     "make_train_iterator",
     "open_source",

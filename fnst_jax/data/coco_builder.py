@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -89,7 +90,7 @@ class FnstCocoImages(tfds.core.GeneratorBasedBuilder):
             citation=_CITATION,
         )
 
-    def _manual_path(self, dl_manager, folder: str) -> Path | None:
+    def _manual_path(self, dl_manager: tfds.download.DownloadManager, folder: str) -> Path | None:
         try:
             manual_dir = Path(dl_manager.manual_dir)
         except AssertionError:  # no manual_dir given, or it is empty
@@ -99,7 +100,9 @@ class FnstCocoImages(tfds.core.GeneratorBasedBuilder):
                 return candidate
         return None
 
-    def _split_generators(self, dl_manager):
+    def _split_generators(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> dict[str, Iterator[tuple[str, dict[str, bytes | str]]]]:
         folders = self.builder_config.folders
         paths = {split: self._manual_path(dl_manager, folder) for split, folder in folders.items()}
         missing = {
@@ -116,7 +119,9 @@ class FnstCocoImages(tfds.core.GeneratorBasedBuilder):
             for split, folder in folders.items()
         }
 
-    def _generate_examples(self, path: Path, folder: str):
+    def _generate_examples(
+        self, path: Path, folder: str
+    ) -> Iterator[tuple[str, dict[str, bytes | str]]]:
         """Yields (file name, example) for every .jpg in a COCO zip or extracted folder."""
         path = Path(path)
         if path.is_dir():
@@ -156,7 +161,7 @@ def prepare(
     return builder
 
 
-def main(argv) -> None:
+def main(argv: Sequence[str]) -> None:
     del argv
     builder = prepare(_CONFIG.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value)
     print(f"Prepared {builder.info.full_name} in {builder.data_dir}:")

@@ -1,5 +1,8 @@
 """The grain input pipeline: source -> per-epoch shuffle -> decode/crop -> per-process batches.
 
+Every function takes `data_config`, the `config.data` block written out in configs/default.py;
+its fields are read as they are, with no second set of defaults here.
+
 Every batch is a pure function of (config, seed, batch index), which gives the guarantees the
 training loop relies on:
 
@@ -30,25 +33,6 @@ from fnst_jax.data import preprocess, sources
 _BAD_FILES_LOGGED_BY_NAME = 5
 
 
-def default_data_config() -> ml_collections.ConfigDict:
-    """The `config.data` block; see the README for the meaning of `source`."""
-    config = ml_collections.ConfigDict()
-    config.source = "tfds:fnst_coco_images/2014"
-    config.sample = 1.0  # fraction of the training images to use (deterministic by seed)
-    config.train_split = "train"  # TFDS split for training
-    config.validation_split = "validation"  # TFDS split for validation; "" = hold out a fraction
-    config.validation_fraction = 0.05  # held out of folder/synthetic sources (at least 1 image)
-    config.crop = "center"  # 'center' | 'random' (random is deterministic per seed/epoch/index)
-    config.worker_count = 0  # grain worker processes; 0 decodes in the training process
-    config.read_threads = 2  # decoding threads in each process that decodes
-    config.min_size = 64  # images whose shorter side is smaller are skipped
-    config.max_pixels = 100_000_000  # larger images (by header) are skipped: decompression bombs
-    config.tfds_data_dir = ml_collections.config_dict.placeholder(str)
-    config.manual_dir = ml_collections.config_dict.placeholder(str)
-    config.download = False  # allow TFDS to download and prepare the dataset
-    return config
-
-
 def _ensure_absl_flags_parsed() -> None:
     # grain reads its own absl flags, also in its threads and worker processes. Under pytest or a
     # script that does not use absl.app, nothing has parsed them; defaults are what we want.
@@ -65,22 +49,21 @@ def _open(data_config: ml_collections.ConfigDict, *, split: str, image_size: int
         data_config.source,
         split=split,
         image_size=image_size,
-        data_dir=data_config.get("tfds_data_dir"),
-        manual_dir=data_config.get("manual_dir"),
-        download=bool(data_config.get("download", False)),
+        data_dir=data_config.tfds_data_dir,
+        manual_dir=data_config.manual_dir,
+        download=bool(data_config.download),
     )
 
 
 def _uses_held_out_fraction(data_config: ml_collections.ConfigDict) -> bool:
-    return not _is_tfds(data_config) or not data_config.get("validation_split")
+    return not _is_tfds(data_config) or not data_config.validation_split
 
 
 def training_records(
     data_config: ml_collections.ConfigDict, *, image_size: int, seed: int
 ) -> tuple[sources.ImageSource, np.ndarray]:
     """The training source and the record indices used for training (held-out and sample out)."""
-    split = data_config.get("train_split", "train")
-    source = _open(data_config, split=split, image_size=image_size)
+    source = _open(data_config, split=data_config.train_split, image_size=image_size)
     record_ids = np.arange(len(source), dtype=np.int64)
     if _uses_held_out_fraction(data_config):
         held_out = sources.held_out_indices(source, data_config.validation_fraction)
@@ -93,9 +76,7 @@ def validation_records(
 ) -> tuple[sources.ImageSource, np.ndarray]:
     """The validation source and its record indices (never used for training)."""
     if _uses_held_out_fraction(data_config):
-        source = _open(
-            data_config, split=data_config.get("train_split", "train"), image_size=image_size
-        )
+        source = _open(data_config, split=data_config.train_split, image_size=image_size)
         return source, sources.held_out_indices(source, data_config.validation_fraction)
     source = _open(data_config, split=data_config.validation_split, image_size=image_size)
     return source, np.arange(len(source), dtype=np.int64)
@@ -163,7 +144,7 @@ class _LoadExample:
                     reason = str(error)
                     self._known_bad[record_id] = reason
             skipped.append((record_id, reason))
-        raise ValueError(
+        raise sources.DataError(
             f"no readable image in {self.source.name}: all {self.epoch_length} training images "
             f"were skipped (e.g. {self.source.describe(skipped[0][0])}: {skipped[0][1]})"
         )
@@ -293,7 +274,7 @@ def make_train_iterator(
     image_size, image_size, 3), reshuffled every epoch, identical for a given seed and config.
     """
     if global_batch_size < 1 or global_batch_size % process_count:
-        raise ValueError(
+        raise sources.DataError(
             f"global_batch_size={global_batch_size} must be a positive multiple of "
             f"process_count={process_count}"
         )
@@ -302,7 +283,7 @@ def make_train_iterator(
     _ensure_absl_flags_parsed()
     seed = int(seed) % 2**32  # grain's shuffle takes 32-bit seeds
     if data_config.crop not in ("center", "random"):
-        raise ValueError(f"crop must be 'center' or 'random', got {data_config.crop!r}")
+        raise sources.DataError(f"crop must be 'center' or 'random', got {data_config.crop!r}")
     source, record_ids = training_records(data_config, image_size=image_size, seed=seed)
     # Shuffled order of the records, one epoch after another, reshuffled per epoch by grain.
     records = grain.MapDataset.source(record_ids).shuffle(seed=seed).repeat()
@@ -333,7 +314,7 @@ def make_train_iterator(
         batches,
         source=source,
         worker_count=data_config.worker_count,
-        read_threads=data_config.get("read_threads", 2),
+        read_threads=data_config.read_threads,
     )
 
 
@@ -370,7 +351,7 @@ def load_validation_images(
             "; ".join(bad[:_BAD_FILES_LOGGED_BY_NAME]),
         )
     if not images and len(order) and count > 0:
-        raise ValueError(f"no readable validation image in {source.name}: {bad[0]}")
+        raise sources.DataError(f"no readable validation image in {source.name}: {bad[0]}")
     return np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
 
 

@@ -17,7 +17,12 @@ from fnst_jax.image_io import pil_to_rgb_alpha
 
 
 class BadImageError(ValueError):
-    """An image that cannot be used for training: unreadable, too small, or too large."""
+    """An image that cannot be used for training: unreadable, too small, or too large.
+
+    An internal skip signal, not a `UserError`: the pipeline catches it, skips and logs the
+    file, and carries on (a source with no readable image at all raises `DataError`). One that
+    escaped would be a bug in fnst_jax, so it must keep its traceback at the entry points.
+    """
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

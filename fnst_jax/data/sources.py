@@ -21,7 +21,16 @@ from typing import Protocol
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+from fnst_jax.errors import UserError
+
+# The files a `folder:` source trains on: image_io.IMAGE_EXTENSIONS without the netpbm formats
+# (.ppm .pgm .pbm), on purpose. A folder's file list fixes the training set, the held-out
+# split and the batch a checkpoint resumes at, so it keeps the documented list it always had.
+TRAINING_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class DataError(UserError, ValueError):
+    """A data config or source that cannot be trained on; the message names the source."""
 
 
 class ImageSource(Protocol):
@@ -45,15 +54,16 @@ class FolderSource:
         self.root = Path(root).expanduser()
         self.name = f"folder:{root}"
         if not self.root.is_dir():
-            raise ValueError(f"image folder does not exist: {self.root}")
+            raise DataError(f"image folder does not exist: {self.root}")
         self.relative_paths = sorted(
             path.relative_to(self.root).as_posix()
             for path in self.root.rglob("*")
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+            if path.suffix.lower() in TRAINING_IMAGE_EXTENSIONS and path.is_file()
         )
         if not self.relative_paths:
-            raise ValueError(
-                f"no images found below {self.root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+            raise DataError(
+                f"no images found below {self.root} "
+                f"(looked for {', '.join(TRAINING_IMAGE_EXTENSIONS)})"
             )
 
     def __len__(self) -> int:
@@ -74,7 +84,7 @@ class SyntheticSource:
 
     def __init__(self, count: int, *, height: int = 256, width: int = 320):
         if count < 1:
-            raise ValueError(f"synthetic source needs at least one image, got {count}")
+            raise DataError(f"synthetic source needs at least one image, got {count}")
         self.count = count
         self.height = height
         self.width = width
@@ -207,7 +217,7 @@ def open_source(
         try:
             count = int(argument)
         except ValueError:
-            raise ValueError(f"synthetic:N needs an integer N, got {source!r}") from None
+            raise DataError(f"synthetic:N needs an integer N, got {source!r}") from None
         # Slightly larger than the crop and not square, so resize and crop really run.
         return SyntheticSource(
             count, height=image_size + image_size // 8, width=image_size * 5 // 4
@@ -216,7 +226,7 @@ def open_source(
         return TfdsSource(
             argument, split, data_dir=data_dir, manual_dir=manual_dir, download=download
         )
-    raise ValueError(
+    raise DataError(
         f"bad data source {source!r}: expected 'folder:PATH', 'synthetic:N' or 'tfds:NAME' "
         "(e.g. 'tfds:coco/2014' or 'tfds:fnst_coco_images/2014')"
     )
@@ -230,12 +240,12 @@ def held_out_indices(source: ImageSource, fraction: float) -> np.ndarray:
     `fraction` > 0, and at least one is left for training.
     """
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}")
+        raise DataError(f"validation_fraction must be in [0, 1), got {fraction}")
     count = len(source)
     if fraction == 0.0:
         return np.zeros((0,), np.int64)
     if count < 2:
-        raise ValueError(
+        raise DataError(
             f"{source.name} has {count} image(s): too few to hold out a validation image "
             "(set validation_fraction=0.0)"
         )
@@ -254,7 +264,7 @@ def sample_indices(indices: Sequence[int] | np.ndarray, fraction: float, seed: i
     """A deterministic subset (by seed) of `fraction` of `indices`, at least one, in order."""
     indices = np.asarray(indices, np.int64)
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"sample must be in (0, 1], got {fraction}")
+        raise DataError(f"sample must be in (0, 1], got {fraction}")
     if fraction == 1.0:
         return indices
     keep = max(1, round(fraction * len(indices)))
