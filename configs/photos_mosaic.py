@@ -2,7 +2,7 @@
 
     python train.py --config configs/photos_mosaic.py --workdir runs/mosaic
 
-68 natural photos (6 held out for validation: 8% of 68, rounded up), the real VGG19
+68 natural photos (6 held out for validation: those whose name hashes below 8%), the real VGG19
 conv1_1..conv3_4 weights (Keras release, caffe preprocessing), mosaic.jpg, 128 px crops,
 batch 4. The deeper VGG layers are not in that file, so style layers stop at relu3_1. See
 README for timings.

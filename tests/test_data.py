@@ -481,18 +481,52 @@ def test_validation_is_held_out_and_deterministic(tmp_path):
     write_colour_folder(tmp_path, 20)
     config = folder_config(tmp_path, validation_fraction=0.1)
     validation = data.load_validation_images(config, image_size=IMAGE_SIZE, count=5, seed=0)
-    assert validation.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)  # min(count, 10% of 20)
+    assert validation.shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)  # min(count, the 4 held out)
     np.testing.assert_array_equal(
         validation, data.load_validation_images(config, image_size=IMAGE_SIZE, count=5, seed=0)
     )
     held_out = set(identify(validation, 20))
-    assert len(data.validation_descriptions(config)) == 2
+    # The images whose path hashes below 0.1. Pinned: were it to change, every folder's split
+    # (and the batches of every run being resumed) would change with it.
+    assert held_out == {4, 5, 6, 18}
+    assert len(data.validation_descriptions(config)) == 4
+    # With a count, the names of exactly the images validation uses, in its order.
+    names = data.validation_descriptions(config, image_size=IMAGE_SIZE, count=3, seed=0)
+    assert [int(name[-7:-4]) for name in names] == identify(validation, 20)[:3]
     for seed in (0, 1):  # training never sees them, whatever the seed
         iterator = data.make_train_iterator(
-            config, image_size=IMAGE_SIZE, global_batch_size=6, seed=seed
+            config, image_size=IMAGE_SIZE, global_batch_size=8, seed=seed
         )
-        trained = set(sum((identify(batch, 20) for batch in take(iterator, 3)), []))
+        trained = set(sum((identify(batch, 20) for batch in take(iterator, 2)), []))
         assert trained == set(range(20)) - held_out
+
+
+def held_out_keys(root: Path, fraction: float) -> set[str]:
+    source = sources.open_source(f"folder:{root}")
+    return {source.key(int(i)) for i in sources.held_out_indices(source, fraction)}
+
+
+def test_held_out_files_stay_held_out_when_files_are_added(tmp_path):
+    write_colour_folder(tmp_path, 40)
+    before = held_out_keys(tmp_path, 0.15)
+    old_files = {f"group{i % 3}/image_{i:03d}.png" for i in range(40)}
+    assert 1 < len(before) < 40  # chosen by the threshold, not by a fallback
+    for added in (40, 100):
+        write_colour_folder(tmp_path, 40 + added)  # the first 40 files are rewritten unchanged
+        after = held_out_keys(tmp_path, 0.15)
+        assert after & old_files == before  # none left validation, none joined it
+        assert len(after) > len(before)  # the new files are split too
+
+
+def test_held_out_fraction_and_tiny_folder_fallbacks(tmp_path):
+    large = sources.open_source("synthetic:4000")
+    assert 340 < len(sources.held_out_indices(large, 0.1)) < 460  # about 10%: 400 +- 3 sigma
+    # No path hashes below 1%: the smallest hash is held out, so validation is never empty.
+    write_colour_folder(tmp_path, 2)
+    source = sources.open_source(f"folder:{tmp_path}")
+    assert len(sources.held_out_indices(source, 0.01)) == 1
+    # Every path hashes below 99%: the largest hash is trained on, so training is never empty.
+    assert len(sources.held_out_indices(source, 0.99)) == 1
 
 
 def test_synthetic_source_validation_has_at_least_one_image():
@@ -521,10 +555,17 @@ def test_real_photos():
 # The TensorFlow-free TFDS builder.
 
 
-def test_coco_builder_prepares_from_manual_dir_without_tensorflow(tmp_path):
+COCO_VALIDATION_IMAGES = 8
+
+
+@pytest.fixture(scope="module")
+def coco_zips(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """A manual_dir with tiny COCO train2014/val2014 zips, and the train images' bytes by name.
+
+    Validation image i has colour identity_colour(i), so a batch tells which ones it holds.
+    """
     originals = {}
-    manual_dir = tmp_path / "manual"
-    manual_dir.mkdir()
+    manual_dir = tmp_path_factory.mktemp("coco_manual")
     with zipfile.ZipFile(manual_dir / "train2014.zip", "w") as archive:
         for index in range(4):
             mode = "L" if index == 3 else "RGB"  # COCO has a few greyscale JPEGs
@@ -535,10 +576,13 @@ def test_coco_builder_prepares_from_manual_dir_without_tensorflow(tmp_path):
             originals[name] = payload
         archive.writestr("train2014/README.txt", "not an image")
     with zipfile.ZipFile(manual_dir / "val2014.zip", "w") as archive:
-        for index in range(2):
-            payload = encode(Image.new("RGB", (64, 80), (9, 9, 9)), "JPEG")
+        for index in range(COCO_VALIDATION_IMAGES):
+            payload = encode(Image.new("RGB", (64, 80), identity_colour(index)), "JPEG")
             archive.writestr(f"val2014/COCO_val2014_{index:012d}.jpg", payload)
+    return manual_dir, originals
 
+
+def coco_config(tmp_path: Path, manual_dir: Path) -> ml_collections.ConfigDict:
     config = default_data_config()
     config.update(
         source="tfds:fnst_coco_images/2014",
@@ -546,6 +590,12 @@ def test_coco_builder_prepares_from_manual_dir_without_tensorflow(tmp_path):
         manual_dir=str(manual_dir),
         download=True,
     )
+    return config
+
+
+def test_coco_builder_prepares_from_manual_dir_without_tensorflow(tmp_path, coco_zips):
+    manual_dir, originals = coco_zips
+    config = coco_config(tmp_path, manual_dir)
     source, record_ids = data.training_records(config, image_size=IMAGE_SIZE, seed=0)
     assert len(record_ids) == 4
     read_back = {}
@@ -561,4 +611,40 @@ def test_coco_builder_prepares_from_manual_dir_without_tensorflow(tmp_path):
     iterator = data.make_train_iterator(config, image_size=IMAGE_SIZE, global_batch_size=4, seed=0)
     assert next(iterator).shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
     validation = data.load_validation_images(config, image_size=IMAGE_SIZE, count=5, seed=0)
-    assert validation.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert validation.shape == (5, IMAGE_SIZE, IMAGE_SIZE, 3)  # 5 of the 8 validation images
+
+
+def test_listing_validation_names_reads_only_the_images_validation_uses(
+    tmp_path, coco_zips, monkeypatch
+):
+    from tensorflow_datasets.core.data_sources import base
+
+    config = coco_config(tmp_path, coco_zips[0])
+    sources.open_source(  # prepares the dataset; from here on only reads are counted
+        config.source,
+        split="validation",
+        data_dir=config.tfds_data_dir,
+        manual_dir=config.manual_dir,
+        download=True,
+    )
+    config.download = False
+    reads = []
+    get_item, get_items = base.BaseDataSource.__getitem__, base.BaseDataSource.__getitems__
+
+    def counted_get_item(self, key):
+        reads.append(int(key))
+        return get_item(self, key)
+
+    def counted_get_items(self, keys):
+        reads.extend(int(key) for key in keys)
+        return get_items(self, keys)
+
+    monkeypatch.setattr(base.BaseDataSource, "__getitem__", counted_get_item)
+    monkeypatch.setattr(base.BaseDataSource, "__getitems__", counted_get_items)
+
+    names = data.validation_descriptions(config, image_size=IMAGE_SIZE, count=3, seed=0)
+    assert 0 < len(reads) <= 3 < COCO_VALIDATION_IMAGES  # one read per name, not the whole split
+    assert all("image/filename=COCO_val2014_" in name for name in names)
+    # The very images validation uses, in its order.
+    validation = data.load_validation_images(config, image_size=IMAGE_SIZE, count=3, seed=0)
+    assert [int(name[-17:-5]) for name in names] == identify(validation, COCO_VALIDATION_IMAGES)

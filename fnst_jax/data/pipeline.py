@@ -318,29 +318,28 @@ def make_train_iterator(
     )
 
 
-def load_validation_images(
+def _validation_set(
     data_config: ml_collections.ConfigDict, *, image_size: int, count: int, seed: int
-) -> np.ndarray:
-    """Up to `count` centre-cropped held-out images, uint8 (n, image_size, image_size, 3).
-
-    The selection is fixed by `seed`; bad files are skipped (and logged) and replaced by further
-    validation images, so n = min(count, number of validation images) unless files are bad.
-    """
+) -> tuple[list[np.ndarray], list[str]]:
+    """The validation images and their names; reads only the records it returns (and any bad
+    ones it skips on the way), in an order fixed by `seed`."""
     source, record_ids = validation_records(data_config, image_size=image_size)
     order = np.random.default_rng([seed, 0x7A1]).permutation(record_ids)
-    images, bad = [], []
+    images, names, bad = [], [], []
     for record_id in order:
         if len(images) == count:
             break
         try:
+            raw, name = source.read_with_description(int(record_id))
             images.append(
                 preprocess.preprocess_example(
-                    source.read(int(record_id)),
+                    raw,
                     image_size=image_size,
                     min_size=data_config.min_size,
                     max_pixels=data_config.max_pixels,
                 )
             )
+            names.append(name)
         except (preprocess.BadImageError, OSError) as error:
             bad.append(f"{source.describe(int(record_id))} ({error})")
     if bad:
@@ -352,12 +351,36 @@ def load_validation_images(
         )
     if not images and len(order) and count > 0:
         raise sources.DataError(f"no readable validation image in {source.name}: {bad[0]}")
+    return images, names
+
+
+def load_validation_images(
+    data_config: ml_collections.ConfigDict, *, image_size: int, count: int, seed: int
+) -> np.ndarray:
+    """Up to `count` centre-cropped held-out images, uint8 (n, image_size, image_size, 3).
+
+    The selection is fixed by `seed`; bad files are skipped (and logged) and replaced by further
+    validation images, so n = min(count, number of validation images) unless files are bad.
+    """
+    images, _ = _validation_set(data_config, image_size=image_size, count=count, seed=seed)
     return np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
 
 
 def validation_descriptions(
-    data_config: ml_collections.ConfigDict, *, image_size: int = 256
+    data_config: ml_collections.ConfigDict,
+    *,
+    image_size: int = 256,
+    count: int | None = None,
+    seed: int = 0,
 ) -> list[str]:
-    """Paths (or TFDS record names) of all validation images, e.g. to check they are held out."""
+    """Paths (or TFDS record names) of validation images, e.g. to check they are held out.
+
+    With `count`, the names of exactly the images `load_validation_images` returns for the same
+    `count` and `seed`, in its order; only those records are read (a TFDS validation split is not
+    listed whole). Without, every validation image in record order: free for folder and synthetic
+    sources, but a TFDS split is read record by record to name them (the 40,504 of COCO val2014).
+    """
+    if count is not None:
+        return _validation_set(data_config, image_size=image_size, count=count, seed=seed)[1]
     source, record_ids = validation_records(data_config, image_size=image_size)
     return [source.describe(int(record_id)) for record_id in record_ids]

@@ -6,14 +6,14 @@
                       (e.g. tfds:coco/2014, or tfds:fnst_coco_images/2014, our TF-free builder)
 
 A source is a sequence of raw records: `read(index)` returns encoded image bytes (or, for the
-synthetic source, a decoded uint8 RGB array); `describe(index)` names the record in logs. Sources
+synthetic source, a decoded uint8 RGB array); `describe(index)` names the record in logs and
+`read_with_description` gives both with one read (a TFDS name is a feature of the record). Sources
 are pickled into grain worker processes, so they hold only paths and open files lazily.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +43,8 @@ class ImageSource(Protocol):
     def read(self, index: int) -> bytes | np.ndarray: ...
 
     def describe(self, index: int) -> str: ...
+
+    def read_with_description(self, index: int) -> tuple[bytes | np.ndarray, str]: ...
 
     def key(self, index: int) -> str: ...
 
@@ -75,6 +77,9 @@ class FolderSource:
     def describe(self, index: int) -> str:
         return str(self.root / self.relative_paths[index])
 
+    def read_with_description(self, index: int) -> tuple[bytes, str]:
+        return self.read(index), self.describe(index)
+
     def key(self, index: int) -> str:
         return self.relative_paths[index]
 
@@ -100,6 +105,9 @@ class SyntheticSource:
 
     def describe(self, index: int) -> str:
         return f"{self.name}[{index}]"
+
+    def read_with_description(self, index: int) -> tuple[np.ndarray, str]:
+        return self.read(index), self.describe(index)
 
     def key(self, index: int) -> str:
         return str(index)
@@ -181,11 +189,18 @@ class TfdsSource:
         return self._open()[index]["image"]
 
     def describe(self, index: int) -> str:
-        description = f"{self.name}[{index}]"
         try:
             record = self._open()[index]
         except Exception:  # noqa: BLE001  (describing must never fail)
-            return description
+            return f"{self.name}[{index}]"
+        return self._description(index, record)
+
+    def read_with_description(self, index: int) -> tuple[bytes | np.ndarray, str]:
+        record = self._open()[index]  # one read: the name is a feature of the same record
+        return record["image"], self._description(index, record)
+
+    def _description(self, index: int, record: dict) -> str:
+        description = f"{self.name}[{index}]"
         for feature in ("image/filename", "image/id"):
             if feature in record:
                 value = record[feature]
@@ -232,12 +247,23 @@ def open_source(
     )
 
 
+def _key_hash(key: str) -> int:
+    """A 64-bit hash of a record key, the same on every machine and Python version."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
 def held_out_indices(source: ImageSource, fraction: float) -> np.ndarray:
     """The records held out for validation: a fixed set that does not depend on any seed.
 
-    Records are ranked by a hash of their key (a relative path for folders), so the held-out set
-    of an existing file stays held out when files are added. At least one record is held out when
-    `fraction` > 0, and at least one is left for training.
+    A record is held out when the hash of its key (a relative path for folders), read as a
+    number in [0, 1), is below `fraction`. Each record's side depends on its own key alone, so
+    adding or removing other files never moves a record between training and validation; about
+    `fraction` of the records are held out (the exact count depends on the hashes).
+
+    Two fallbacks keep both sides non-empty when `fraction` > 0, and they alone can change as
+    files are added: when no key hashes below `fraction` (a tiny folder or fraction), the record
+    with the smallest hash is held out, and trains again once some record falls below; when every
+    key does, the record with the largest hash is trained on.
     """
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"validation_fraction must be in [0, 1), got {fraction}")
@@ -249,15 +275,14 @@ def held_out_indices(source: ImageSource, fraction: float) -> np.ndarray:
             f"{source.name} has {count} image(s): too few to hold out a validation image "
             "(set validation_fraction=0.0)"
         )
-    held_out_count = min(max(1, math.ceil(fraction * count)), count - 1)
-    ranks = np.array(
-        [
-            int.from_bytes(hashlib.blake2b(source.key(i).encode(), digest_size=8).digest(), "big")
-            for i in range(count)
-        ],
-        np.uint64,
-    )
-    return np.sort(np.argsort(ranks, kind="stable")[:held_out_count]).astype(np.int64)
+    hashes = [_key_hash(source.key(i)) for i in range(count)]
+    # Python compares an int and a float exactly, and fraction * 2**64 is exact in floating point.
+    held_out = [i for i, value in enumerate(hashes) if value < fraction * 2**64]
+    if not held_out:
+        held_out = [min(range(count), key=hashes.__getitem__)]
+    elif len(held_out) == count:
+        held_out.remove(max(range(count), key=hashes.__getitem__))
+    return np.array(held_out, np.int64)
 
 
 def sample_indices(indices: Sequence[int] | np.ndarray, fraction: float, seed: int) -> np.ndarray:
