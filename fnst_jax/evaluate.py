@@ -14,12 +14,12 @@ prints a table (per image and mean: weighted content, style and TV loss, their t
 stylization wall time, and the optimiser's loss at each iteration count), writes the JSON
 report and an input | stylized grid PNG. Exit status: 0, 1 if some image failed (each is
 named with its reason on stderr, the others are still evaluated), 2 if the model, VGG
-weights, style image or outputs are unusable.
+weights, style image or outputs are unusable. The command line follows `fnst_jax.cli`
+(absl flags, hyphens or underscores); the optimiser is `fnst_jax.gatys.optimize`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -31,13 +31,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from flax import nnx
+from PIL import Image
 
-from fnst_jax import gatys, image_io
-from fnst_jax.export import ModelFileError, load_model
+from fnst_jax import cli, files, gatys, image_io, vgg_weights
+from fnst_jax.errors import UsageError, UserError
+from fnst_jax.export import load_model
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
-from fnst_jax.vgg import VGG19
+from fnst_jax.vgg import PREPROCESSING, RELU_LAYERS, VGG19
 
 DEFAULT_BASELINE_ITERATIONS = (50, 100, 300)
 GRID_ROW_HEIGHT = 256
@@ -48,6 +51,8 @@ TERM_KEYS = {
     "tv": "tv_loss",
     "total": "total_loss",
 }
+# Reported per image (the image is skipped, the others evaluated; exit status 1).
+PER_IMAGE_ERRORS = (image_io.ImageReadError, gatys.ImageTooSmallError, gatys.OptimizerDivergedError)
 
 
 class Evaluator:
@@ -60,18 +65,20 @@ class Evaluator:
         spec: LossSpec,
         target_grams: Mapping[str, jax.Array],
         pad: int,
-    ):
+    ) -> None:
         vgg.check_layers(spec.vgg_layers)
         self.vgg, self.spec, self.pad = vgg, spec, pad
         self.target_grams = dict(target_grams)
         graphdef, self._state = nnx.split(model)
 
         @jax.jit
-        def stylize(state, images):
+        def stylize(state: nnx.State, images: jax.Array) -> jax.Array:
             return stylize_padded(nnx.merge(graphdef, state), images, pad)
 
         @jax.jit
-        def score(vgg, images, stylized, target_grams):
+        def score(
+            vgg: VGG19, images: jax.Array, stylized: jax.Array, target_grams: gatys.Grams
+        ) -> dict[str, jax.Array]:
             # The training objective, verbatim: content targets of the inputs, then the loss.
             features = content_targets(vgg, images, spec)
             return perceptual_loss(vgg, stylized, features, target_grams, spec)[1]
@@ -124,8 +131,8 @@ def load_style_grams(
     vgg: VGG19, style_path: str | Path, style_size: int | None, layers: Sequence[str]
 ) -> dict[str, jax.Array]:
     """Target Grams of a style image, resized as training does (shorter side = style_size)."""
-    style = gatys.load_style_image(style_path, style_size)
-    return style_grams(vgg, jnp.asarray(style, jnp.float32), layers)
+    style = image_io.read_rgb_resized(style_path, style_size)
+    return style_grams(vgg, jnp.asarray(style, jnp.float32)[None], layers)
 
 
 def prepare_image(image: np.ndarray, image_size: int | None) -> np.ndarray:
@@ -133,25 +140,24 @@ def prepare_image(image: np.ndarray, image_size: int | None) -> np.ndarray:
     None keeps the image as it is (--full-size)."""
     if image_size is None:
         return image
-    from PIL import Image
-
     from fnst_jax.data.preprocess import resize_and_crop
 
     return resize_and_crop(Image.fromarray(image), image_size)
 
 
 def parse_iterations(text: str) -> tuple[int, ...]:
-    """ "50,100,300" -> (50, 100, 300); "" / "none" / "0" -> () (no baseline)."""
+    """ "50,100,300" -> (50, 100, 300); "" / "none" / "0" -> () (no baseline).
+    UsageError for anything else."""
     if text.strip().lower() in ("", "none", "0"):
         return ()
     try:
         values = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
+        raise UsageError(
+            f"--baseline-iterations: expected comma-separated integers, got {text!r}"
         ) from None
     if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"iteration counts must be positive, got {text!r}")
+        raise UsageError(f"--baseline-iterations: counts must be positive, got {text!r}")
     return tuple(values)
 
 
@@ -204,10 +210,10 @@ def image_paths(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
     return paths, errors
 
 
-def make_grid(rows: Sequence[tuple[np.ndarray, np.ndarray]], height: int = GRID_ROW_HEIGHT):
+def make_grid(
+    rows: Sequence[tuple[np.ndarray, np.ndarray]], height: int = GRID_ROW_HEIGHT
+) -> Image.Image:
     """input | stylized, one row per image, each scaled to `height` px; white background."""
-    from PIL import Image
-
     scaled = []
     for pair in rows:
         cells = []
@@ -228,122 +234,131 @@ def make_grid(rows: Sequence[tuple[np.ndarray, np.ndarray]], height: int = GRID_
 
 # --- command line -------------------------------------------------------------------------
 
+PROG = "python -m fnst_jax.evaluate"
+USAGE = f"""{PROG} --model MODEL --images IMAGE_OR_FOLDER [MORE ...] [options]
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m fnst_jax.evaluate",
-        description="Measure a trained model: its perceptual loss (the training objective) on "
-        "images, against per-image optimisation (Gatys et al.) of the same loss.",
-    )
-    parser.add_argument("--model", required=True, help="exported model .npz or training workdir")
-    parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders")
-    parser.add_argument("--style", help="style image to score against (default: the model's)")
-    parser.add_argument(
-        "--style-size",
-        type=gatys.positive_int,
-        default=None,
-        help="style image shorter side (default: the model's)",
-    )
-    parser.add_argument(
-        "--style-layers",
-        type=gatys.parse_layers,
-        default=None,
-        help="override the model's style layers (layer weights reset to 1)",
-    )
-    parser.add_argument("--vgg-weights", help="VGG19 weights (default: the model's)")
-    parser.add_argument("--vgg-preprocessing", choices=("torch", "caffe"), default=None)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument(
-        "--image-size",
-        type=gatys.positive_int,
-        default=None,
-        help="shorter side + centre crop (default: the model's training size)",
-    )
-    size.add_argument("--full-size", action="store_true", help="evaluate images at their size")
-    parser.add_argument(
-        "--baseline-iterations",
-        type=parse_iterations,
-        default=DEFAULT_BASELINE_ITERATIONS,
-        help="Gatys optimiser iteration counts to compare with (default 50,100,300; "
-        "'none' to skip)",
-    )
-    parser.add_argument("--baseline-optimizer", choices=gatys.OPTIMIZERS, default="lbfgs")
-    parser.add_argument("--baseline-init", choices=gatys.INITS, default="content")
-    parser.add_argument("--json", help="write the report here")
-    parser.add_argument(
-        "--grid", help="input | stylized PNG (default: next to --json, or ./evaluate_grid.png)"
-    )
-    parser.add_argument("--no-grid", action="store_true", help="do not write the grid")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    return parser
+Measure a trained model: its perceptual loss (the training objective) on images, against
+per-image optimisation (Gatys et al.) of the same loss. `--images` takes one or more files
+and/or folders (the arguments after it are images too, so `--images $(cat list.txt)` works).
+"""
 
 
-class SetupError(Exception):
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command line's flags, on `flag_values` (a fresh FlagValues per `main` call)."""
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("model", None, "exported model .npz or training workdir", **fv)
+    flags.DEFINE_multi_string("images", None, "image files and/or folders", **fv)
+    flags.DEFINE_string("style", None, "style image to score against (default: the model's)", **fv)
+    flags.DEFINE_integer(
+        "style-size", None, "style image shorter side (default: the model's)", lower_bound=1, **fv
+    )
+    flags.DEFINE_list(
+        "style-layers", None, "override the model's style layers (layer weights reset to 1)", **fv
+    )
+    flags.DEFINE_string("vgg-weights", None, "VGG19 weights (default: the model's)", **fv)
+    flags.DEFINE_enum("vgg-preprocessing", None, PREPROCESSING, "override the convention", **fv)
+    flags.DEFINE_integer(
+        "image-size",
+        None,
+        "shorter side + centre crop (default: the model's training size)",
+        lower_bound=1,
+        **fv,
+    )
+    flags.DEFINE_boolean("full-size", False, "evaluate images at their size", **fv)
+    flags.DEFINE_string(
+        "baseline-iterations",
+        ",".join(map(str, DEFAULT_BASELINE_ITERATIONS)),
+        "Gatys optimiser iteration counts to compare with ('none' to skip)",
+        **fv,
+    )
+    flags.DEFINE_enum("baseline-optimizer", "lbfgs", gatys.OPTIMIZERS, "Gatys optimiser", **fv)
+    flags.DEFINE_enum("baseline-init", "content", gatys.INITS, "Gatys initialisation", **fv)
+    flags.DEFINE_string("json", None, "write the report here", **fv)
+    flags.DEFINE_string(
+        "grid", None, "input | stylized PNG (default: next to --json, or ./evaluate_grid.png)", **fv
+    )
+    flags.DEFINE_boolean("no-grid", False, "do not write the grid", **fv)
+    flags.DEFINE_boolean("overwrite", False, "replace existing outputs", **fv)
+    flags.register_validator(
+        "style-layers",
+        lambda layers: set(layers or ()) <= set(RELU_LAYERS),
+        message=f"unknown VGG19 layer; expected names among {', '.join(RELU_LAYERS)}",
+        flag_values=flag_values,
+    )
+    cli.accept_both_spellings(flag_values)
+
+
+class SetupError(UserError):
     """Anything that stops the whole evaluation (exit status 2)."""
 
 
-def _outputs(args) -> tuple[Path | None, Path | None]:
-    json_path = Path(args.json) if args.json else None
+def _outputs(flag: Mapping[str, Any]) -> tuple[Path | None, Path | None]:
+    json_path = Path(flag["json"]) if flag["json"] else None
     grid_path = None
-    if not args.no_grid:
-        if args.grid:
-            grid_path = Path(args.grid)
+    if not flag["no-grid"]:
+        if flag["grid"]:
+            grid_path = Path(flag["grid"])
         elif json_path is not None:
             grid_path = json_path.with_name(json_path.stem + "_grid.png")
         else:
             grid_path = Path("evaluate_grid.png")
     for path in (json_path, grid_path):
-        if path is not None and path.exists() and not args.overwrite:
+        if path is not None and path.exists() and not flag["overwrite"]:
             raise SetupError(f"{path}: already exists (pass --overwrite to replace it)")
     if grid_path is not None and grid_path.suffix.lower() != ".png":
         raise SetupError(f"{grid_path}: the grid is written as PNG; give a .png path")
     return json_path, grid_path
 
 
-def _setup(args) -> tuple[Evaluator, dict[str, Any]]:
+def _load_vgg(weights: str, preprocessing: str | None, spec: LossSpec) -> VGG19:
+    """`vgg_weights.load_vgg` (its errors name the file), checked deep enough for the loss."""
+    vgg = vgg_weights.load_vgg(weights, preprocessing)
     try:
-        model, meta = load_model(args.model)
-    except ModelFileError as e:
+        vgg.check_layers(spec.vgg_layers)
+    except ValueError as e:  # weights too shallow for the loss layers (names the weights)
         raise SetupError(str(e)) from None
+    return vgg
+
+
+def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
+    model, meta = load_model(flag["model"])  # export.ModelFileError: a UserError
     missing = [k for k in ("loss", "vgg", "pad", "image_size", "style_image") if k not in meta]
     if missing:
         raise SetupError(
-            f"{args.model}: model metadata lacks {', '.join(missing)}; "
+            f"{flag['model']}: model metadata lacks {', '.join(missing)}; "
             "was it exported by the trainer?"
         )
     try:
         spec = spec_from_metadata(meta)
     except (TypeError, ValueError) as e:
-        raise SetupError(f"{args.model}: unusable loss metadata ({e})") from None
-    if args.style_layers:
-        spec = dataclasses.replace(spec, style_layers=args.style_layers, style_layer_weights=None)
-    weights = args.vgg_weights or meta["vgg"]["weights"]
-    preprocessing = args.vgg_preprocessing or (
-        None if args.vgg_weights else meta["vgg"].get("preprocessing")
+        raise SetupError(f"{flag['model']}: unusable loss metadata ({e})") from None
+    if flag["style-layers"]:
+        layers = tuple(flag["style-layers"])
+        spec = dataclasses.replace(spec, style_layers=layers, style_layer_weights=None)
+    # The flags' VGG weights, else the model's with its preprocessing.
+    weights = flag["vgg-weights"] or meta["vgg"]["weights"]
+    preprocessing = flag["vgg-preprocessing"] or (
+        None if flag["vgg-weights"] else meta["vgg"].get("preprocessing")
     )
-    try:
-        vgg = gatys.load_vgg(weights, preprocessing)
-        vgg.check_layers(spec.vgg_layers)
-    except (ValueError, OSError) as e:
-        raise SetupError(f"VGG weights {weights}: {e}") from None
-    style = args.style or meta["style_image"]
-    style_size = args.style_size or meta.get("style_size")
+    vgg = _load_vgg(weights, preprocessing, spec)
+    style = flag["style"] or meta["style_image"]
+    style_size = flag["style-size"] or meta.get("style_size")
     try:
         target_grams = load_style_grams(vgg, style, style_size, spec.style_layers)
-    except ValueError as e:
-        hint = "" if args.style else " (the model's style image; pass --style to use another)"
+    except image_io.ImageReadError as e:
+        hint = "" if flag["style"] else " (the model's style image; pass --style to use another)"
         raise SetupError(f"{e}{hint}") from None
-    image_size = None if args.full_size else (args.image_size or int(meta["image_size"]))
+    image_size = None if flag["full-size"] else (flag["image-size"] or int(meta["image_size"]))
     report = {
-        "model": str(args.model),
+        "model": str(flag["model"]),
         "style_image": str(style),
         "style_size": style_size,
         "image_size": image_size,
         "loss": dataclasses.asdict(spec),
         "vgg": {"weights": weights, "preprocessing": vgg.preprocessing},
         "pad": int(meta["pad"]),
-        "baseline_optimizer": args.baseline_optimizer,
-        "baseline_init": args.baseline_init,
+        "baseline_optimizer": flag["baseline-optimizer"],
+        "baseline_init": flag["baseline-init"],
     }
     return Evaluator(model, vgg, spec, target_grams, int(meta["pad"])), report
 
@@ -363,7 +378,9 @@ def _header(iterations: Sequence[int]) -> str:
     return f"{'image':28s} " + " ".join(cells)
 
 
-def _print_summary(summary: Mapping[str, Any], iterations: Sequence[int], report) -> None:
+def _print_summary(
+    summary: Mapping[str, Any], iterations: Sequence[int], report: Mapping[str, Any]
+) -> None:
     print(
         _row(
             f"mean ({summary['num_images']} images)",
@@ -405,68 +422,94 @@ def matched_sentence(model_total: float, baseline: Mapping[str, float], optimise
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        json_path, grid_path = _outputs(args)
-        evaluator, report = _setup(args)
-    except SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    paths, failures = image_paths(args.images)
+def _evaluate_image(
+    path: Path,
+    evaluator: Evaluator,
+    image_size: int | None,
+    iterations: Sequence[int],
+    flag: Mapping[str, Any],
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """One image's report entry and grid row; raises the per-image errors (unreadable, too
+    small, optimiser diverged), which main reports and skips."""
+    image = prepare_image(image_io.read_image(path).rgb, image_size)
+    gatys.check_image_size(path, image, evaluator.spec)
+    batch = jnp.asarray(image, jnp.float32)[None]
+    stylized, (result,) = evaluator.evaluate(batch)
+    baseline: dict[str, float] = {}
+    if iterations:
+        _, records = gatys.optimize(
+            evaluator.vgg,
+            batch,
+            evaluator.target_grams,
+            evaluator.spec,
+            iterations[-1],
+            flag["baseline-optimizer"],
+            flag["baseline-init"],
+            record_at=iterations,
+        )
+        baseline = {str(it): records[it]["total"] for it in iterations}
+        result["baseline_seconds"] = records[iterations[-1]]["seconds"]
+    result = {"path": str(path), "size": list(image.shape[:2]), **result, "baseline": baseline}
+    return result, (image, image_io.to_uint8(stylized[0]))
+
+
+def _run(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
+    positional = cli.parse(flag_values, argv, USAGE)
+    if positional is None:
+        return cli.EXIT_OK
+    cli.require(flag_values, "model", "images")
+    flag = flag_values.flag_values_dict()
+    if flag["image-size"] is not None and flag["full-size"]:
+        raise UsageError("--image-size and --full-size cannot be combined (see --help)")
+    iterations = parse_iterations(flag["baseline-iterations"])
+    json_path, grid_path = _outputs(flag)
+    evaluator, report = _setup(flag)
+    paths, failures = image_paths([*flag["images"], *positional])
     for message in failures:
         print(f"error: {message}", file=sys.stderr)
 
-    iterations = args.baseline_iterations
     results, grid_rows = [], []
     print(_header(iterations), flush=True)
     for path in paths:
         try:
-            image = prepare_image(image_io.read_image(path).rgb, report["image_size"])
-            gatys.check_image_size(path, image, evaluator.spec)
-            batch = jnp.asarray(image, jnp.float32)[None]
-            stylized, (result,) = evaluator.evaluate(batch)
-            baseline: dict[str, float] = {}
-            if iterations:
-                _, records = gatys.optimize(
-                    evaluator.vgg,
-                    batch,
-                    evaluator.target_grams,
-                    evaluator.spec,
-                    iterations[-1],
-                    args.baseline_optimizer,
-                    args.baseline_init,
-                    record_at=iterations,
-                )
-                baseline = {str(it): records[it]["total"] for it in iterations}
-                result["baseline_seconds"] = records[iterations[-1]]["seconds"]
-        except (image_io.ImageReadError, gatys.ImageTooSmallError, FloatingPointError) as e:
+            result, grid_row = _evaluate_image(
+                path, evaluator, report["image_size"], iterations, flag
+            )
+        except PER_IMAGE_ERRORS as e:
             reason = str(e).removeprefix(f"{path}: ")
             failures.append(f"{path}: {reason}")
             print(f"error: {failures[-1]}", file=sys.stderr)
             continue
-        result = {"path": str(path), "size": list(image.shape[:2]), **result, "baseline": baseline}
         results.append(result)
-        grid_rows.append((image, gatys.to_uint8(stylized)))
+        grid_rows.append(grid_row)
         print(_row(str(path), result, iterations), flush=True)
 
     if not results:
         print("error: no image could be evaluated", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILED
     summary = summarize(results, iterations)
     _print_summary(summary, iterations, report)
     if json_path is not None:
         document = {**report, "images": results, "summary": summary, "failed": failures}
-        text = json.dumps(document, indent=2) + "\n"
-        files.write_text_atomic(json_path, text)
+        files.write_text_atomic(json_path, json.dumps(document, indent=2) + "\n")
         print(f"wrote {json_path}")
     if grid_path is not None:
         image_io.write_image(grid_path, np.asarray(make_grid(grid_rows)))
         print(f"wrote {grid_path}")
     if failures:
         print(f"{len(failures)} input(s) failed", file=sys.stderr)
-        return 1
-    return 0
+        return cli.EXIT_FAILED
+    return cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; `argv` is what follows the program name (default: sys.argv[1:]).
+    Exit status 0, 1 when some image failed (the others are evaluated), 2 when the model,
+    VGG weights, style image, outputs or flags are unusable."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    args = [PROG, *(sys.argv[1:] if argv is None else argv)]
+    return cli.run(lambda: _run(flag_values, args))
 
 
 if __name__ == "__main__":

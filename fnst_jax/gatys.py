@@ -15,31 +15,46 @@ recorded or logged, so the host only sees the image a handful of times.
 
     python -m fnst_jax.gatys --style style.jpg --content photo.jpg --output out.png \
         --vgg-weights torchvision --iterations 300 --log-every 50
+
+`optimize` is the library entry (evaluate calls it for its baseline); `main` is the command
+line (absl flags, the project convention of `fnst_jax.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 
-from fnst_jax import image_io
+from fnst_jax import cli, image_io, vgg_weights
+from fnst_jax.errors import UsageError, UserError
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
-from fnst_jax.vgg import RELU_LAYERS, VGG19, layer_depth
+from fnst_jax.vgg import PREPROCESSING, RELU_LAYERS, VGG19, layer_depth
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 DEFAULT_ADAM_LR = 5.0  # pixels per step; the image lives on [0, 255]
 # The loss terms reported (weighted, as in training's `terms`), in report order.
 REPORTED_TERMS = ("content", "style", "tv", "total")
+
+Grams = Mapping[str, jax.Array]
+Carry = tuple[jax.Array, optax.OptState]  # (image, optimiser state) through the loop
+
+
+class OptimizerDivergedError(UserError, FloatingPointError):
+    """The loss became non-finite (Adam with too large a step, usually)."""
+
+
+class ImageTooSmallError(UserError, ValueError):
+    """An image smaller than the loss network's pooling allows."""
 
 
 def make_solver(optimizer: str, learning_rate: float | None = None) -> optax.GradientTransformation:
@@ -53,16 +68,27 @@ def make_solver(optimizer: str, learning_rate: float | None = None) -> optax.Gra
 
 
 @functools.lru_cache(maxsize=32)
-def _make_runner(spec: LossSpec, optimizer: str, learning_rate: float | None):
+def _make_runner(
+    spec: LossSpec, optimizer: str, learning_rate: float | None
+) -> tuple[Callable, Callable, Callable]:
     """Jitted (init, run, terms) for one objective and solver; cached so that every image of
     an evaluation reuses the compiled step (jit re-specialises only on new shapes)."""
     solver = make_solver(optimizer, learning_rate)
 
-    def objective(image, vgg, content_features, target_grams):
+    def objective(
+        image: jax.Array, vgg: VGG19, content_features: jax.Array, target_grams: Grams
+    ) -> jax.Array:
         return perceptual_loss(vgg, image, content_features, target_grams, spec)[0]
 
     @jax.jit
-    def run(image, opt_state, num_steps, vgg, content_features, target_grams):
+    def run(
+        image: jax.Array,
+        opt_state: optax.OptState,
+        num_steps: jax.Array,
+        vgg: VGG19,
+        content_features: jax.Array,
+        target_grams: Grams,
+    ) -> tuple[jax.Array, optax.OptState]:
         value_fn = functools.partial(
             objective, vgg=vgg, content_features=content_features, target_grams=target_grams
         )
@@ -71,7 +97,7 @@ def _make_runner(spec: LossSpec, optimizer: str, learning_rate: float | None):
             # reuse them instead of recomputing (optax's documented L-BFGS loop).
             value_and_grad = optax.value_and_grad_from_state(value_fn)
 
-            def step(_, carry):
+            def step(_: jax.Array, carry: Carry) -> Carry:
                 x, state = carry
                 value, grad = value_and_grad(x, state=state)
                 updates, state = solver.update(
@@ -80,7 +106,7 @@ def _make_runner(spec: LossSpec, optimizer: str, learning_rate: float | None):
                 return optax.apply_updates(x, updates), state
         else:
 
-            def step(_, carry):
+            def step(_: jax.Array, carry: Carry) -> Carry:
                 x, state = carry
                 grad = jax.grad(value_fn)(x)
                 updates, state = solver.update(grad, state, x)
@@ -90,7 +116,9 @@ def _make_runner(spec: LossSpec, optimizer: str, learning_rate: float | None):
         return jax.lax.fori_loop(0, num_steps, step, (image, opt_state))
 
     @jax.jit
-    def terms(image, vgg, content_features, target_grams):
+    def terms(
+        image: jax.Array, vgg: VGG19, content_features: jax.Array, target_grams: Grams
+    ) -> dict[str, jax.Array]:
         return perceptual_loss(vgg, image, content_features, target_grams, spec)[1]
 
     return jax.jit(solver.init), run, terms
@@ -106,13 +134,14 @@ def _as_batch(image: jax.Array | np.ndarray) -> jax.Array:
 
 
 def terms_to_floats(terms: Mapping[str, jax.Array]) -> dict[str, float]:
+    """The reported loss terms as Python floats."""
     return {name: float(terms[name]) for name in REPORTED_TERMS}
 
 
 def optimize(
     vgg: VGG19,
     content_image: jax.Array | np.ndarray,
-    target_grams: Mapping[str, jax.Array],
+    target_grams: Grams,
     spec: LossSpec,
     iterations: int,
     optimizer: str = "lbfgs",
@@ -135,6 +164,7 @@ def optimize(
     {iteration: {"content", "style", "tv", "total", "seconds"}} for every iteration in
     `record_at` and for `iterations` itself; "seconds" is wall time since the start,
     compilation included. Every `log_every` iterations, `log(iteration, terms)` is called.
+    Raises OptimizerDivergedError when the loss turns non-finite.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(
@@ -174,7 +204,7 @@ def optimize(
         terms = terms_to_floats(compute_terms(image, vgg, content_features, target_grams))
         terms["seconds"] = time.perf_counter() - start
         if not np.isfinite(terms["total"]):
-            raise FloatingPointError(
+            raise OptimizerDivergedError(
                 f"{optimizer} diverged: loss is {terms['total']} after {done} iterations"
                 + (" (try a smaller --lr)" if optimizer == "adam" else "")
             )
@@ -185,35 +215,7 @@ def optimize(
     return image, records
 
 
-# --- small image helpers -------------------------------------------------------------------
-
-
-def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
-    """Scale (keeping the aspect ratio, Lanczos as for the training style image) so that the
-    shorter side is `size` px."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    if (new_h, new_w) == (h, w):
-        return image
-    resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.LANCZOS)
-    return np.asarray(resized, np.uint8)
-
-
-def to_uint8(image: jax.Array | np.ndarray) -> np.ndarray:
-    """(1, H, W, 3) or (H, W, 3) floats on [0, 255] -> uint8 (H, W, 3), clipped and rounded."""
-    array = np.asarray(image, np.float32)
-    if array.ndim == 4:
-        array = array[0]
-    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
-
-
-def load_style_image(path: str | Path, style_size: int | None) -> np.ndarray:
-    """The style image exactly as training loads it: (1, H, W, 3) uint8, shorter side
-    `style_size` (None: as is). Raises ValueError naming the file when unreadable."""
-    return image_io.read_rgb_resized(path, style_size)[None]
+# --- image size --------------------------------------------------------------------------
 
 
 def min_image_side(spec: LossSpec) -> int:
@@ -221,10 +223,6 @@ def min_image_side(spec: LossSpec) -> int:
     deepest = RELU_LAYERS[max(layer_depth(layer) for layer in spec.vgg_layers)]
     pools = int(deepest[len("relu")]) - 1  # relu3_x sits after two pools
     return 2**pools
-
-
-class ImageTooSmallError(ValueError):
-    """An image smaller than the loss network's pooling allows."""
 
 
 def check_image_size(path: str | Path, image: np.ndarray, spec: LossSpec) -> None:
@@ -237,87 +235,80 @@ def check_image_size(path: str | Path, image: np.ndarray, spec: LossSpec) -> Non
         )
 
 
-def load_vgg(weights: str, preprocessing: str | None = None) -> VGG19:
-    """`fnst_jax.vgg_weights.load_vgg`, imported lazily (it pulls in h5py/torch readers)."""
-    from fnst_jax.vgg_weights import load_vgg as _load
-
-    return _load(weights, preprocessing)
-
-
 # --- command line -------------------------------------------------------------------------
 
+PROG = "python -m fnst_jax.gatys"
+USAGE = f"""{PROG} --style STYLE --content CONTENT --output OUTPUT [options]
 
-def parse_layers(text: str) -> tuple[str, ...]:
-    """argparse type: "relu1_1,relu2_1" -> a tuple of checked VGG tap names."""
-    layers = tuple(s.strip() for s in text.split(",") if s.strip())
-    for layer in layers:
-        try:
-            layer_depth(layer)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return layers
+Slow style transfer: optimise one image's pixels to minimise the perceptual loss
+(Gatys et al. 2016), with the same loss as training.
+"""
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command line's flags, on `flag_values` (a fresh FlagValues per `main` call)."""
     defaults = LossSpec()
-    parser = argparse.ArgumentParser(
-        prog="python -m fnst_jax.gatys",
-        description="Slow style transfer: optimise one image's pixels to minimise the "
-        "perceptual loss (Gatys et al. 2016), with the same loss as training.",
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("style", None, "style image", **fv)
+    flags.DEFINE_string("content", None, "content image", **fv)
+    flags.DEFINE_string("output", None, "output image (PNG/JPEG/WebP)", **fv)
+    flags.DEFINE_boolean("overwrite", False, "replace an existing --output", **fv)
+    flags.DEFINE_integer("iterations", 300, "optimiser steps", lower_bound=0, **fv)
+    flags.DEFINE_enum("optimizer", "lbfgs", OPTIMIZERS, "optimiser", **fv)
+    flags.DEFINE_enum("init", "content", INITS, "start from the content image or noise", **fv)
+    flags.DEFINE_float(
+        "lr",
+        None,
+        f"Adam step size in pixels ({DEFAULT_ADAM_LR}); L-BFGS picks its step by line search "
+        "unless given",
+        **fv,
     )
-    parser.add_argument("--style", required=True, help="style image")
-    parser.add_argument("--content", required=True, help="content image")
-    parser.add_argument("--output", required=True, help="output image (PNG/JPEG)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--iterations", type=int, default=300, help="optimiser steps (300)")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
-    parser.add_argument("--init", choices=INITS, default="content")
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help=f"Adam step size in pixels ({DEFAULT_ADAM_LR}); "
-        "L-BFGS picks its step by line search unless given",
+    flags.DEFINE_float("style-weight", defaults.style_weight, "style loss weight", **fv)
+    flags.DEFINE_float("content-weight", defaults.content_weight, "content loss weight", **fv)
+    flags.DEFINE_float("tv-weight", defaults.tv_weight, "total variation loss weight", **fv)
+    flags.DEFINE_list("style-layers", list(defaults.style_layers), "comma-separated VGG taps", **fv)
+    flags.DEFINE_string(
+        "content-layer", defaults.content_layer, "VGG tap of the content loss", **fv
     )
-    parser.add_argument("--style-weight", type=float, default=defaults.style_weight)
-    parser.add_argument("--content-weight", type=float, default=defaults.content_weight)
-    parser.add_argument("--tv-weight", type=float, default=defaults.tv_weight)
-    parser.add_argument(
-        "--style-layers",
-        type=parse_layers,
-        default=defaults.style_layers,
-        help="comma-separated VGG taps (default " + ",".join(defaults.style_layers) + ")",
+    flags.DEFINE_string(
+        "vgg-weights",
+        "torchvision",
+        "VGG19 weights: a .pth/.safetensors/.h5/.npz file, or 'torchvision'",
+        **fv,
     )
-    parser.add_argument("--content-layer", default=defaults.content_layer)
-    parser.add_argument(
-        "--vgg-weights",
-        default="torchvision",
-        help="VGG19 weights: a .pth/.safetensors/.h5/.npz file, or 'torchvision' (default)",
+    flags.DEFINE_enum(
+        "vgg-preprocessing", None, PREPROCESSING, "override the weights' convention", **fv
     )
-    parser.add_argument("--vgg-preprocessing", choices=("torch", "caffe"), default=None)
-    parser.add_argument(
-        "--size",
-        type=positive_int,
-        default=None,
-        help="resize the content image so its shorter side is SIZE px (default: as is)",
+    flags.DEFINE_integer(
+        "size",
+        None,
+        "resize the content image so its shorter side is SIZE px (default: as is)",
+        lower_bound=1,
+        **fv,
     )
-    parser.add_argument(
-        "--style-size",
-        type=positive_int,
-        default=None,
-        help="resize the style image so its shorter side is SIZE px (default: as is)",
+    flags.DEFINE_integer(
+        "style-size",
+        None,
+        "resize the style image so its shorter side is SIZE px (default: as is)",
+        lower_bound=1,
+        **fv,
     )
-    parser.add_argument("--log-every", type=int, default=50, help="print the loss every k steps")
-    parser.add_argument("--seed", type=int, default=0, help="noise init seed")
-    return parser
+    flags.DEFINE_integer("log-every", 50, "print the loss every k steps (0: only at the end)", **fv)
+    flags.DEFINE_integer("seed", 0, "noise init seed", **fv)
+    known = set(RELU_LAYERS)
+    flags.register_validator(
+        "style-layers",
+        lambda layers: bool(layers) and set(layers) <= known,
+        message=f"expected one or more VGG19 layers among {', '.join(RELU_LAYERS)}",
+        flag_values=flag_values,
+    )
+    flags.register_validator(
+        "content-layer",
+        lambda layer: layer in known,
+        message=f"unknown VGG19 layer; expected one of {', '.join(RELU_LAYERS)}",
+        flag_values=flag_values,
+    )
+    cli.accept_both_spellings(flag_values)
 
 
 def _print_terms(iteration: int, terms: Mapping[str, float]) -> None:
@@ -328,41 +319,47 @@ def _print_terms(iteration: int, terms: Mapping[str, float]) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    output = Path(args.output)
-    try:
-        if args.iterations < 0:
-            raise ValueError(f"--iterations must be >= 0, got {args.iterations}")
-        if output.exists() and not args.overwrite:
-            raise ValueError(f"{output}: already exists (pass --overwrite to replace it)")
-        if output.suffix.lower() not in image_io.EXTENSION_TO_FORMAT:
-            raise ValueError(
-                f"{output}: cannot write {output.suffix or 'extension-less'} images "
-                f"(use {', '.join(sorted(image_io.EXTENSION_TO_FORMAT))})"
-            )
-        spec = LossSpec(
-            style_layers=args.style_layers,
-            content_layer=args.content_layer,
-            style_weight=args.style_weight,
-            content_weight=args.content_weight,
-            tv_weight=args.tv_weight,
+def _check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
+    if output.suffix.lower() not in image_io.EXTENSION_TO_FORMAT:
+        raise UsageError(
+            f"{output}: cannot write {output.suffix or 'extension-less'} images "
+            f"(use {', '.join(sorted(image_io.EXTENSION_TO_FORMAT))})"
         )
-        content = image_io.read_image(args.content).rgb
-        if args.size:
-            content = resize_shorter_side(content, args.size)
-        style = load_style_image(args.style, args.style_size)[0]
-        for path, image in ((args.content, content), (args.style, style)):
-            check_image_size(path, image, spec)
-        vgg = load_vgg(args.vgg_weights, args.vgg_preprocessing)
+
+
+def _run(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
+    positional = cli.parse(flag_values, argv, USAGE)
+    if positional is None:
+        return cli.EXIT_OK
+    if positional:
+        raise UsageError(f"unexpected arguments: {' '.join(positional)} (see --help)")
+    cli.require(flag_values, "style", "content", "output")
+    flag = flag_values.flag_values_dict()
+    output = Path(flag["output"])
+    _check_output(output, flag["overwrite"])
+    spec = LossSpec(
+        style_layers=tuple(flag["style-layers"]),
+        content_layer=flag["content-layer"],
+        style_weight=flag["style-weight"],
+        content_weight=flag["content-weight"],
+        tv_weight=flag["tv-weight"],
+    )
+    content = image_io.read_rgb_resized(flag["content"], flag["size"])
+    style = image_io.read_rgb_resized(flag["style"], flag["style-size"])
+    for path, image in ((flag["content"], content), (flag["style"], style)):
+        check_image_size(path, image, spec)
+    vgg = vgg_weights.load_vgg(flag["vgg-weights"], flag["vgg-preprocessing"])
+    try:
         vgg.check_layers(spec.vgg_layers)
-    except (ValueError, OSError) as e:  # unreadable images or weights, bad layers
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # weights too shallow for the loss layers
+        raise UsageError(str(e)) from None
 
     target_grams = style_grams(vgg, jnp.asarray(style, jnp.float32)[None], spec.style_layers)
+    iterations, log_every = flag["iterations"], max(flag["log-every"], 0)
     print(
-        f"{args.optimizer} from {args.init}, {args.iterations} iterations, "
+        f"{flag['optimizer']} from {flag['init']}, {iterations} iterations, "
         f"{content.shape[1]}x{content.shape[0]} px",
         flush=True,
     )
@@ -372,22 +369,31 @@ def main(argv: list[str] | None = None) -> int:
             content,
             target_grams,
             spec,
-            args.iterations,
-            args.optimizer,
-            args.init,
-            learning_rate=args.lr,
-            log_every=max(args.log_every, 0),
+            iterations,
+            flag["optimizer"],
+            flag["init"],
+            learning_rate=flag["lr"],
+            log_every=log_every,
             log=_print_terms,
-            seed=args.seed,
+            seed=flag["seed"],
         )
-    except FloatingPointError as e:
+    except OptimizerDivergedError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    if args.log_every <= 0 or args.iterations % args.log_every:
-        _print_terms(args.iterations, records[args.iterations])
-    image_io.write_image(output, to_uint8(image))
+        return cli.EXIT_FAILED
+    if log_every == 0 or iterations % log_every:
+        _print_terms(iterations, records[iterations])
+    image_io.write_image(output, image_io.to_uint8(image[0]))
     print(f"wrote {output}")
-    return 0
+    return cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; `argv` is what follows the program name (default: sys.argv[1:]).
+    Exit status 0, 1 when the optimiser diverged, 2 for a usage or input error."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    args = [PROG, *(sys.argv[1:] if argv is None else argv)]
+    return cli.run(lambda: _run(flag_values, args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import evaluate, export, gatys
+from fnst_jax import evaluate, export, train_step, vgg_weights
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
@@ -64,9 +64,8 @@ def test_losses_equal_the_training_objective(model, vgg4):
     assert results[0]["content_loss"] != pytest.approx(results[1]["content_loss"], rel=1e-3)
 
     # And the training code's own validation function gives the same numbers.
-    train_lib = pytest.importorskip("fnst_jax.train_lib")
     graphdef, params = nnx.split(model, nnx.Param)
-    eval_fn = train_lib.make_eval_fn(graphdef=graphdef, spec=SPEC, pad=PAD, dtype=jnp.float32)
+    eval_fn = train_step.make_eval_fn(train_step.StepConfig(graphdef, SPEC, PAD, jnp.float32))
     train_terms, _ = eval_fn(nnx.to_pure_dict(params), images, vgg4, grams)
     assert np.mean([r["total_loss"] for r in results]) == pytest.approx(
         float(train_terms["total"]), rel=1e-4
@@ -116,7 +115,7 @@ def model_file(tmp_path, model):
 
 def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
     asked = []
-    monkeypatch.setattr(gatys, "load_vgg", lambda w, p=None: asked.append((w, p)) or vgg4)
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: asked.append((w, p)) or vgg4)
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(_image(3, 40, 48)).save(photos / "a.png")
@@ -176,7 +175,7 @@ def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
 
 
 def test_cli_full_size_without_baseline(model_file, vgg4, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(gatys, "load_vgg", lambda w, p=None: vgg4)
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: vgg4)
     Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
     report = tmp_path / "full.json"
     argv = [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fnst_jax import gatys
+from fnst_jax import gatys, vgg_weights
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 
 SPEC = LossSpec(style_layers=("relu1_1", "relu2_1"), content_layer="relu2_2")
@@ -103,7 +103,7 @@ def test_bad_arguments(problem):
 def test_cli(problem, tmp_path, monkeypatch, capsys):
     vgg, content, _ = problem
     asked = []
-    monkeypatch.setattr(gatys, "load_vgg", lambda w, p=None: asked.append((w, p)) or vgg)
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: asked.append((w, p)) or vgg)
     Image.fromarray(content).save(tmp_path / "content.png")
     Image.fromarray(_smooth_image(1, 36, 36)).save(tmp_path / "style.png")
     output = tmp_path / "out" / "slow.png"
