@@ -14,11 +14,12 @@ import argparse
 
 import numpy as np
 
-from fnst_jax import export, image_io, stylize_lib
+from fnst_jax import export, image_io
+from fnst_jax.stylize import Stylizer
 
 
 def difference(a: np.ndarray, b: np.ndarray) -> str:
-    d = np.abs(stylize_lib.to_uint8(a).astype(int) - stylize_lib.to_uint8(b).astype(int))
+    d = np.abs(image_io.to_uint8(a).astype(int) - image_io.to_uint8(b).astype(int))
     return f"mean {d.mean():6.2f}   p99 {np.percentile(d, 99):5.1f}   max {d.max():4d}"
 
 
@@ -36,18 +37,20 @@ def main() -> None:
     size = round(min(rgb.shape[:2]) * args.upscale)
     image = image_io.read_rgb_resized(args.image, size)
     pad = int(meta.get("pad", 0))
-    whole = stylize_lib.Stylizer(model, pad=pad, max_pixels=image.shape[0] * image.shape[1] * 4)
-    untiled = whole.stylize_batch([image])[0]
-    tiled = stylize_lib.Stylizer(
+    whole = Stylizer(model, pad=pad, max_pixels=image.shape[0] * image.shape[1] * 4)
+    untiled = whole.stylize_float(image)
+    tiled = Stylizer(
         model, pad=pad, max_pixels=args.tile * args.tile, tile=args.tile, overlap=args.overlap
     )
     print(
         f"{args.image} at {image.shape[1]}x{image.shape[0]}, pad {pad}, tile {args.tile}, "
         f"overlap {args.overlap}; |tiled - untiled| on 0..255:"
     )
-    print(f"  whole-image statistics (stylize.py):  {difference(tiled.stylize(image), untiled)}")
+    with_image_statistics = tiled.stylize_float(image)
+    print(f"  whole-image statistics (stylize.py):  {difference(with_image_statistics, untiled)}")
     tiled.image_statistics = lambda image: None  # each tile normalised with its own statistics
-    print(f"  per-tile statistics:                  {difference(tiled.stylize(image), untiled)}")
+    with_tile_statistics = tiled.stylize_float(image)
+    print(f"  per-tile statistics:                  {difference(with_tile_statistics, untiled)}")
 
 
 if __name__ == "__main__":

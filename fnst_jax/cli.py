@@ -6,6 +6,9 @@ tests can call `main` in-process with any argv. A flag may be written with hyphe
 underscores (`--batch-size` and `--batch_size` are the same flag): both spellings were
 documented in earlier versions and both keep working.
 
+`run_command(define_flags, body, argv, usage)` is the whole opening of a `main(argv)`: argv
+is sys.argv-style (program name first, as absl's `app.run` passes it).
+
 Exit statuses: 0 done, 1 some inputs failed (the rest were processed), 2 the command could
 not run (usage error or a `UserError` such as an unreadable model file), 130 interrupted.
 """
@@ -19,6 +22,7 @@ from typing import TextIO
 from absl import flags
 
 from fnst_jax.errors import UsageError, UserError
+from fnst_jax.vgg import RELU_LAYERS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,14 +54,56 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str], usage: str) -> lis
 
 
 def _without_aliases(help_text: str) -> str:
-    """absl lists each alias as its own flag; the help reads better without them."""
+    """absl lists each alias as its own flag (under this module's name); the help reads
+    better without them."""
     lines, skip = [], False
     for line in help_text.splitlines():
         if line.startswith("  --"):
             skip = "Alias for --" in line
+        elif not line.startswith(" "):
+            skip = False
         if not skip:
             lines.append(line)
-    return "\n".join(lines)
+    # Drop module headers left with no flag under them.
+    kept = [
+        line
+        for i, line in enumerate(lines)
+        if line.startswith(" ") or (i + 1 < len(lines) and lines[i + 1].startswith(" "))
+    ]
+    return "\n".join(kept)
+
+
+def define_vgg_layers(
+    name: str, default: Sequence[str] | None, help_text: str, flag_values: flags.FlagValues
+) -> None:
+    """A comma-separated list of VGG19 taps (`relu1_1,relu2_1`), checked by name."""
+    flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
+    flags.register_validator(
+        name,
+        lambda layers: layers is None or (len(layers) > 0 and set(layers) <= set(RELU_LAYERS)),
+        message=f"expected one or more VGG19 layers among {', '.join(RELU_LAYERS)}",
+        flag_values=flag_values,
+    )
+
+
+def run_command(
+    define_flags: Callable[[flags.FlagValues], None],
+    body: Callable[[flags.FlagValues, list[str]], int],
+    argv: Sequence[str],
+    usage: str,
+    stream: TextIO | None = None,
+) -> int:
+    """Define the flags on a fresh FlagValues, parse argv (program name first), and run
+    `body(flag_values, positional_arguments)` under `run`; --help prints and exits 0."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    accept_both_spellings(flag_values)
+
+    def parse_and_run() -> int:
+        positional = parse(flag_values, argv, usage)
+        return EXIT_OK if positional is None else body(flag_values, positional)
+
+    return run(parse_and_run, stream)
 
 
 def require(flag_values: flags.FlagValues, *names: str) -> None:

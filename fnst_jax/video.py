@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
+from fnst_jax.errors import UserError
 from fnst_jax.files import write_atomic
 from fnst_jax.image_io import pil_to_rgb_alpha
 
@@ -36,7 +37,7 @@ _VIDEO_CODECS = {
 }
 
 
-class VideoReadError(ValueError):
+class VideoReadError(UserError, ValueError):
     """An input video that ffmpeg (or Pillow, for GIF) cannot decode."""
 
 
@@ -56,8 +57,9 @@ def is_gif(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".gif"
 
 
-def _first_error_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+def _first_error_line(error: Exception | str) -> str:
+    """The most telling line of ffmpeg's (often long) error output, at most 200 chars."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     interesting = [
         line
         for line in lines

@@ -1,0 +1,206 @@
+"""`python stylize.py`: flags -> jobs -> runs, and the exit status.
+
+`main(argv, stream)` follows the project's command-line convention (`fnst_jax.cli`): absl
+flags on a fresh `FlagValues` (tests call it in-process, repeatedly), every multi-word flag
+spelled with hyphens or underscores (`--batch-size`, `--batch_size`), and a `UserError`
+(bad flags, an unusable model file) printed as one `error:` line. Exit status: 0 all done
+(skips included), 1 some input failed, 2 bad usage or unusable model, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from absl import flags
+
+from fnst_jax import cli as convention
+from fnst_jax import image_io
+from fnst_jax.errors import UsageError
+from fnst_jax.runtime import DTYPES
+from fnst_jax.stylize import engine, inputs, run
+
+USAGE = """\
+Stylize images, folders and videos with a trained fast-neural-style model.
+
+usage: python stylize.py --model MODEL --output OUT [options] INPUT [INPUT ...]
+
+  MODEL  a training workdir (uses WORKDIR/model.npz) or an exported model .npz file
+  INPUT  image files, folders (searched recursively), quoted globs ('photos/**/*.jpg'),
+         videos (mp4, mov, m4v, mkv, webm) and GIFs
+  OUT    a folder (created if needed): each output keeps its input's name and subfolders
+         relative to the folder or glob it was found under, plus _MODELNAME (or --suffix);
+         or a file name (photo.png, clip.mp4) when there is exactly one input
+
+examples:
+  python stylize.py --model runs/candy --output out photo.jpg holiday/
+  python stylize.py --model candy.npz --output small.png --size 512 photo.jpg
+  python stylize.py --model candy.npz --output out --max-pixels 4000000 --tile 1024 huge.tif
+  python stylize.py --model candy.npz --output out --preserve-color clip.mp4
+
+Images keep their size (or --size / --scale), EXIF orientation and ICC profile; alpha is
+kept in png/webp outputs and dropped in jpg. Existing outputs are skipped unless
+--overwrite; inputs are never overwritten. Exit status: 0 done, 1 some inputs failed,
+2 bad usage or model, 130 interrupted.
+"""
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command line, on a given FlagValues so main() can be called repeatedly."""
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("model", None, "Training workdir or exported model file.", **fv)
+    flags.DEFINE_string("output", None, "Output folder, or a file when there is one input.", **fv)
+    flags.DEFINE_integer("size", None, "Resize so the longest side is this many pixels.", **fv)
+    flags.DEFINE_float("scale", None, "Resize by this factor (instead of --size).", **fv)
+    flags.DEFINE_integer(
+        "max-pixels",
+        engine.DEFAULT_MAX_PIXELS,
+        "Images with more pixels than this are stylized in overlapping tiles; also caps "
+        "the pixels in one batch. Lower it if you run out of memory.",
+        **fv,
+    )
+    flags.DEFINE_integer("tile", engine.DEFAULT_TILE, "Tile side in pixels for large images.", **fv)
+    flags.DEFINE_integer(
+        "overlap", engine.DEFAULT_OVERLAP, "Overlap between tiles (blended smoothly).", **fv
+    )
+    flags.DEFINE_integer(
+        "batch-size",
+        engine.DEFAULT_BATCH_SIZE,
+        "Same-size images or frames per network call (rounded down to a power of two, "
+        "and fewer when their pixels would exceed --max-pixels).",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "bucket",
+        engine.DEFAULT_BUCKET,
+        "Pad image sides up to a multiple of this (by reflection, cropped back) so mixed "
+        "sizes share compiled programs. 4 = exact sizes (one compilation per size).",
+        **fv,
+    )
+    flags.DEFINE_enum("dtype", "float32", list(DTYPES), "Compute dtype.", **fv)
+    flags.DEFINE_integer(
+        "pad",
+        None,
+        "Reflection padding in pixels around each image (default: the model's training pad "
+        "from its metadata, else 0).",
+        **fv,
+    )
+    flags.DEFINE_boolean(
+        "preserve-color",
+        False,
+        "Keep the input's colours: stylized luminance, input chroma (YCbCr).",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "format",
+        None,
+        list(image_io.OUTPUT_FORMATS),
+        "Image output format (default: the input's if jpg/png/webp, else png).",
+        **fv,
+    )
+    flags.DEFINE_integer("quality", 95, "JPEG/WebP quality 1-100 (also video quality).", **fv)
+    flags.DEFINE_string(
+        "suffix", None, "Appended to output names (default: _MODELNAME; '' for none).", **fv
+    )
+    flags.DEFINE_boolean("overwrite", False, "Replace existing outputs.", **fv)
+    flags.DEFINE_boolean("quiet", False, "Only errors: no progress, no per-file lines.", **fv)
+    flags.DEFINE_integer("workers", 2, "Threads for decoding and encoding.", **fv)
+
+
+def _check_numbers(fv: flags.FlagValues) -> None:
+    if fv["max-pixels"].value < 64 * 64:
+        raise UsageError("--max-pixels must be at least 4096")
+    if fv["tile"].value < 32:
+        raise UsageError("--tile must be at least 32")
+    if not 0 <= fv["overlap"].value * 2 <= fv["tile"].value:
+        raise UsageError("--overlap must be between 0 and half of --tile")
+    if fv["tile"].value ** 2 > fv["max-pixels"].value * 4:
+        raise UsageError("--tile is far larger than --max-pixels allows; lower --tile")
+    if fv["batch-size"].value < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if fv["bucket"].value < 1:
+        raise UsageError("--bucket must be at least 1")
+    if fv["pad"].value is not None and fv["pad"].value < 0:
+        raise UsageError("--pad must be >= 0")
+
+
+def _options_from_flags(fv: flags.FlagValues) -> inputs.Options:
+    if fv["size"].value is not None and fv["scale"].value is not None:
+        raise UsageError("give --size or --scale, not both")
+    if fv["size"].value is not None and fv["size"].value < 1:
+        raise UsageError("--size must be a positive number of pixels")
+    if fv["scale"].value is not None and not fv["scale"].value > 0:
+        raise UsageError("--scale must be positive")
+    if not 1 <= fv["quality"].value <= 100:
+        raise UsageError("--quality must be between 1 and 100")
+    suffix = fv["suffix"].value
+    if suffix is None:
+        suffix = f"_{inputs.model_name(fv['model'].value)}"
+    return inputs.Options(
+        size=fv["size"].value,
+        scale=fv["scale"].value,
+        preserve_color=fv["preserve-color"].value,
+        format=fv["format"].value,
+        quality=fv["quality"].value,
+        overwrite=fv["overwrite"].value,
+        quiet=fv["quiet"].value,
+        suffix=suffix,
+        workers=max(1, fv["workers"].value),
+    )
+
+
+def main(argv: Sequence[str], stream: TextIO | None = None) -> int:
+    """Run the command line (argv[0] is the program name); returns the exit status.
+    Messages and progress go to `stream` (default stderr), --help to stdout."""
+    stream = stream if stream is not None else sys.stderr
+    fv = flags.FlagValues()
+    define_flags(fv)
+    convention.accept_both_spellings(fv)
+    return convention.run(lambda: _stylize(fv, argv, stream), stream)
+
+
+def _stylize(fv: flags.FlagValues, argv: Sequence[str], stream: TextIO) -> int:
+    positional = convention.parse(fv, argv, USAGE)
+    if positional is None:
+        return convention.EXIT_OK  # --help
+    started = time.perf_counter()
+    convention.require(fv, "model", "output")
+    if not positional:
+        raise UsageError("no inputs given")
+    _check_numbers(fv)
+    options = _options_from_flags(fv)
+    output = Path(fv["output"].value)
+    single_file = inputs.is_single_file_output(output)
+    reporter = run.Reporter(quiet=options.quiet, stream=stream)
+    stylizer = engine.Stylizer.from_model_file(  # a bad model file: UserError, exit 2
+        fv["model"].value,
+        dtype=fv["dtype"].value,
+        pad=fv["pad"].value,
+        bucket=fv["bucket"].value,
+        batch_size=fv["batch-size"].value,
+        max_pixels=fv["max-pixels"].value,
+        tile=fv["tile"].value,
+        overlap=fv["overlap"].value,
+    )
+
+    found = inputs.expand_inputs(
+        positional, reporter, exclude=None if single_file else output.resolve()
+    )
+    total = len(found) + reporter.failed
+    if single_file:
+        problem = inputs.single_file_problem(output, found, positional, options.format)
+        if problem:
+            raise UsageError(problem)
+    jobs = inputs.plan_jobs(found, output, single_file, options, reporter)
+    try:
+        run.run_jobs(jobs, stylizer, options, reporter)
+    except KeyboardInterrupt:
+        summary = reporter.summary(total, time.perf_counter() - started)
+        print(f"interrupted: {summary}", file=stream)
+        return convention.EXIT_INTERRUPTED
+    if not options.quiet or reporter.failed:
+        print(reporter.summary(total, time.perf_counter() - started), file=stream)
+    return convention.EXIT_FAILED if reporter.failed else convention.EXIT_OK

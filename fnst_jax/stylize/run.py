@@ -1,0 +1,336 @@
+"""The runs: images and videos from jobs to written outputs, with progress and a summary.
+
+  * `run_jobs`: every image job (`run_images`), then every video job (`run_video`).
+  * `run_images`: decode -> stylize -> encode. Decoding and resizing (`_prepare`) and
+    encoding (`_encode`) run in a thread pool while the network computes in the calling
+    thread (`_ImageRun`); decoded images wait in groups of one bucket shape and size until
+    a group fills a batch (or too many wait), so same-size images share network calls.
+  * `run_video`: frames streamed from `video.read_video` through the network in batches to
+    `video.write_video`; the output keeps the timing and audio.
+  * `Reporter`: progress bars on a terminal, plain lines otherwise, errors always; counts
+    what was done, failed and skipped for the summary line.
+
+A bad input (unreadable, failed stylization, unwritable output) is reported on one line and
+the run goes on with the others.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from fnst_jax import image_io, video
+from fnst_jax.stylize.arrays import resize
+from fnst_jax.stylize.engine import Stylizer
+from fnst_jax.stylize.inputs import Job, Options, target_size
+
+
+class Reporter:
+    """Progress and messages: tqdm on a TTY, plain lines otherwise, errors always."""
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None):
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.interactive = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.done, self.failed, self.skipped = 0, 0, 0
+        self.skip_reasons: dict[str, int] = {}
+        self._bars: list[Any] = []
+
+    def _print(self, message: str) -> None:
+        if self._bars:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet and not self.interactive:
+            self._print(message)
+
+    def error(self, path: str | os.PathLike, reason: str) -> None:
+        self.failed += 1
+        reason = reason.removeprefix(f"{path}: ")
+        self._print(f"error: {path}: {reason}")
+
+    def skip(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
+        self.skipped += 1
+        self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
+        if not self.quiet:
+            self._print(f"skipped: {path}: {reason}{detail}")
+
+    def success(self, source: Path, destination: Path, seconds: float | None = None) -> None:
+        self.done += 1
+        timing = f" ({seconds:.2f} s)" if seconds is not None else ""
+        self.info(f"{source} -> {destination}{timing}")
+
+    def bar(self, total: int | None, unit: str, description: str) -> Any:
+        """A tqdm progress bar (disabled unless the stream is a terminal)."""
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total,
+            unit=unit,
+            desc=description,
+            disable=not self.interactive,
+            file=self.stream,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        self._bars.append(bar)
+        return bar
+
+    def close_bar(self, bar: Any) -> None:
+        bar.close()
+        if bar in self._bars:
+            self._bars.remove(bar)
+
+    def summary(self, total: int, seconds: float) -> str:
+        parts = []
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        if self.skipped:
+            reasons = ", ".join(f"{k}" for k in self.skip_reasons)
+            parts.append(f"{self.skipped} skipped: {reasons}")
+        details = f" ({', '.join(parts)})" if parts else ""
+        return f"stylized {self.done} of {total} inputs{details} in {seconds:.1f} s"
+
+
+def run_jobs(jobs: Sequence[Job], stylizer: Stylizer, options: Options, reporter: Reporter) -> None:
+    """All image jobs (batched across files), then the videos one by one."""
+    run_images([job for job in jobs if job.kind == "image"], stylizer, options, reporter)
+    for job in jobs:
+        if job.kind == "video":
+            run_video(job, stylizer, options, reporter)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """A decoded, resized image waiting for the network."""
+
+    job: Job
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    icc_profile: bytes | None
+    format: str
+    started: float
+
+
+def _prepare(job: Job, options: Options) -> _Prepared:
+    """Decode and resize (runs in a worker thread)."""
+    started = time.perf_counter()
+    decoded = image_io.read_image(job.source)
+    size = target_size(decoded.rgb.shape[1], decoded.rgb.shape[0], options)
+    rgb, alpha = resize(decoded.rgb, decoded.alpha, size)
+    format = image_io.EXTENSION_TO_FORMAT[job.destination.suffix.lower()]
+    return _Prepared(job, rgb, alpha, decoded.icc_profile, format, started)
+
+
+def _encode(item: _Prepared, stylized: np.ndarray, options: Options) -> Path:
+    """Write one stylized uint8 image (runs in a worker thread)."""
+    return image_io.write_image(
+        item.job.destination,
+        stylized,
+        item.alpha,
+        format=item.format,
+        quality=options.quality,
+        icc_profile=item.icc_profile,
+    )
+
+
+# Images that share one bucket shape and one size: (bucket height, width, height, width).
+_GroupKey = tuple[int, int, int, int]
+
+
+class _ImageRun:
+    """One `run_images` call: the decode queue, the groups waiting for the network, the
+    encode queue. Decoding and encoding run in `pool`; the network in the caller's thread.
+    At most `prefetch` images are being decoded, waiting in groups, or being encoded."""
+
+    def __init__(
+        self,
+        stylizer: Stylizer,
+        options: Options,
+        reporter: Reporter,
+        pool: concurrent.futures.Executor,
+        bar: Any,
+    ):
+        self.stylizer = stylizer
+        self.options = options
+        self.reporter = reporter
+        self.pool = pool
+        self.bar = bar
+        self.prefetch = max(2, 2 * stylizer.batch_size)
+        self.decoding: deque[tuple[Job, concurrent.futures.Future[_Prepared]]] = deque()
+        self.encoding: deque[tuple[_Prepared, concurrent.futures.Future[Path]]] = deque()
+        self.waiting: dict[_GroupKey, list[_Prepared]] = {}
+
+    def run(self, jobs: Sequence[Job]) -> None:
+        queued = iter(jobs)
+        self.start_decodes(queued)
+        while self.decoding:
+            job, future = self.decoding.popleft()
+            self.start_decodes(queued)
+            item = self.decoded(job, future)
+            if item is not None:
+                self.schedule(item)
+        for key in list(self.waiting):
+            self.stylize_group(key)
+        self.finish_encodes(keep=0)
+
+    def start_decodes(self, queued: Iterator[Job]) -> None:
+        """Keep `prefetch` images decoding ahead of the network."""
+        while len(self.decoding) < self.prefetch:
+            job = next(queued, None)
+            if job is None:
+                return
+            self.decoding.append((job, self.pool.submit(_prepare, job, self.options)))
+
+    def failed(self, source: Path, reason: str) -> None:
+        self.reporter.error(source, reason)
+        self.bar.update(1)
+
+    def decoded(self, job: Job, future: concurrent.futures.Future[_Prepared]) -> _Prepared | None:
+        """The decoded image, or None when it could not be read (reported)."""
+        try:
+            return future.result()
+        except image_io.ImageReadError as e:
+            self.failed(job.source, str(e))
+        except Exception as e:  # any decoder failure is this input's, not the run's
+            self.failed(job.source, f"cannot read image ({type(e).__name__}: {e})")
+        return None
+
+    def schedule(self, item: _Prepared) -> None:
+        """Tiled images run at once; others join their group, which runs when it fills a
+        batch, or the largest group runs when too many images wait."""
+        height, width = item.rgb.shape[:2]
+        if self.stylizer.needs_tiling(height, width):
+            self.stylize_items([item])
+            return
+        # Same bucket and same size: the images of one group are padded and cropped alike.
+        key = (*self.stylizer.bucket_shape(height, width), height, width)
+        self.waiting.setdefault(key, []).append(item)
+        if len(self.waiting[key]) >= self.stylizer.batch_limit(key[0] * key[1]):
+            self.stylize_group(key)
+        elif sum(len(group) for group in self.waiting.values()) > self.prefetch:
+            self.stylize_group(max(self.waiting, key=lambda k: len(self.waiting[k])))
+
+    def stylize_group(self, key: _GroupKey) -> None:
+        self.stylize_items(self.waiting.pop(key))
+
+    def stylize_items(self, items: Sequence[_Prepared]) -> None:
+        """Run the network on `items` and queue their encodes."""
+        try:
+            results = self.stylizer.stylize_batch(
+                [item.rgb for item in items], preserve_color=self.options.preserve_color
+            )
+        except Exception as e:  # e.g. out of memory: report, keep going
+            for item in items:
+                self.failed(item.job.source, f"stylization failed ({e})")
+            return
+        for item, result in zip(items, results, strict=True):
+            future = self.pool.submit(_encode, item, result, self.options)
+            self.encoding.append((item, future))
+        self.finish_encodes(keep=self.prefetch)
+
+    def finish_encodes(self, keep: int) -> None:
+        """Wait for the oldest encodes until at most `keep` are in flight; report each."""
+        while len(self.encoding) > keep:
+            item, future = self.encoding.popleft()
+            try:
+                future.result()
+            except Exception as e:  # an encoder error must not stop the other inputs
+                self.failed(item.job.source, f"cannot write {item.job.destination} ({e})")
+                continue
+            seconds = time.perf_counter() - item.started
+            self.reporter.success(item.job.source, item.job.destination, seconds)
+            self.bar.update(1)
+
+
+def run_images(
+    jobs: Sequence[Job], stylizer: Stylizer, options: Options, reporter: Reporter
+) -> None:
+    """Decode (prefetched), stylize (bucketed and batched), encode (in the background)."""
+    if not jobs:
+        return
+    bar = reporter.bar(len(jobs), "img", "images")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=options.workers) as pool:
+            _ImageRun(stylizer, options, reporter, pool, bar).run(jobs)
+    finally:
+        reporter.close_bar(bar)
+
+
+# ----------------------------------------------------------------------------- video
+
+
+def _batched(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _stylized_frames(
+    frames: Iterable[np.ndarray],
+    stylizer: Stylizer,
+    size: tuple[int, int],
+    batch: int,
+    options: Options,
+    bar: Any,
+) -> Iterator[np.ndarray]:
+    """Resize frames to `size` (width, height) and stylize them `batch` at a time."""
+    for group in _batched(frames, batch):
+        group = [resize(frame, None, size)[0] for frame in group]
+        yield from stylizer.stylize_batch(group, preserve_color=options.preserve_color)
+        bar.update(len(group))
+
+
+def run_video(job: Job, stylizer: Stylizer, options: Options, reporter: Reporter) -> None:
+    """Stream one video through the network; the output keeps its timing and audio."""
+    started = time.perf_counter()
+    try:
+        info, frames = video.read_video(job.source)
+    except video.VideoReadError as e:
+        reporter.error(job.source, str(e))
+        return
+    width, height = target_size(*info.size, options)
+    bucket_h, bucket_w = stylizer.bucket_shape(height, width)
+    tiled = stylizer.needs_tiling(height, width)
+    batch = 1 if tiled else stylizer.batch_limit(bucket_h * bucket_w)
+    bar = reporter.bar(info.num_frames, "frame", job.source.name)
+    stylized = _stylized_frames(frames, stylizer, (width, height), batch, options, bar)
+    try:
+        count = video.write_video(
+            job.destination,
+            stylized,
+            info,
+            audio_from=job.source if info.has_audio else None,
+            quality=options.quality,
+        )
+    except video.VideoReadError as e:
+        reporter.error(job.source, str(e))
+    except (OSError, RuntimeError, ValueError) as e:
+        reporter.error(job.source, f"cannot write video {job.destination} ({e})")
+    else:
+        seconds = time.perf_counter() - started
+        reporter.success(job.source, job.destination, seconds)
+        reporter.info(f"  {count} frames, {count / max(seconds, 1e-9):.2f} frames/s")
+    finally:
+        reporter.close_bar(bar)
