@@ -8,9 +8,30 @@ instance norm and (outside the residual sums) a ReLU.
 
 Images are NHWC floats in [0, 255]; the output is on the same scale (unclamped).
 No I/O here.
+
+What "stylize an image" means, once for every path (training, validation, evaluate, Gatys
+initialisation, the stylize engine, tiles, the service, export): `stylize_padded` reflect-
+pads the image by the train pad, `TransformerNet.__call__` reflect-pads that at the bottom/
+right up to a multiple of 4 (the two stride-2 layers need it), runs the layers and crops.
+Every instance norm takes its statistics over exactly that network input: the image, its
+train pad and the <= 3 reflected rows/columns of the rounding. Why that and not the image
+plus train pad alone: it is what training optimised (at the default 256 px + 2 x 40 px pad
+nothing is rounded at all), it keeps the reference a plain instance norm (the fast path in
+training, and torch's InstanceNorm2d, which the PyTorch twin checks), and the rounding rows
+are reflections of real content, so they move the statistics least of any choice.
+
+Callers that must lay an image out differently (a batch of mixed sizes padded up to one
+bucket shape; a tile of a large image) call `TransformerNet.forward` with a `box`: the
+region of each array that holds that network input. Every layer then reflects at the box
+edges exactly as the reference reflects at the array edges (`reflect_pad(..., box=)`), and
+every instance norm takes its statistics inside the box (or uses statistics it is given,
+`NormControl`), so the result inside the box is the reference result.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +44,87 @@ INSTANCE_NORM_EPSILON = 1e-5  # torch.nn.InstanceNorm2d's default
 SIZE_MULTIPLE = 4
 
 
-def reflect_pad(x: jax.Array, top: int, bottom: int, left: int, right: int) -> jax.Array:
-    """Reflection padding of the two spatial axes of an NHWC batch (torch ReflectionPad2d)."""
-    if top == bottom == left == right == 0:
-        return x
-    return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode="reflect")
+# Norm moments: float32 (mean, variance), each (N, 1, 1, C).
+Moments = tuple[jax.Array, jax.Array]
+
+
+def reflect_indices(count: int, before: int, low: jax.Array, high: jax.Array) -> jax.Array:
+    """Source positions of a reflect-padded axis: output position i holds input position
+    i - before, reflected into [low, high) as often as needed (numpy's "reflect" mode, edge
+    not repeated; a region of one position repeats it). low/high: (N,) int32."""
+    position = jnp.arange(count, dtype=jnp.int32)[None, :] - before - low[:, None]
+    size = (high - low)[:, None]
+    period = jnp.maximum(2 * (size - 1), 1)
+    folded = position % period
+    folded = jnp.where(folded >= size, period - folded, folded)
+    return low[:, None] + jnp.where(size > 1, folded, 0)
+
+
+def reflect_pad(
+    x: jax.Array, top: int, bottom: int, left: int, right: int, box: jax.Array | None = None
+) -> jax.Array:
+    """Reflection padding of the two spatial axes of an NHWC batch (torch ReflectionPad2d).
+
+    box: None, or (N, 4) int32 (top, bottom, left, right) per image: the array is padded as
+    given, and every position outside the box is filled by reflection at the box edges, as
+    if the box were the whole array (see the module docstring).
+    """
+    if box is None:
+        if top == bottom == left == right == 0:
+            return x
+        return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode="reflect")
+    rows = reflect_indices(x.shape[1] + top + bottom, top, box[:, 0], box[:, 1])
+    cols = reflect_indices(x.shape[2] + left + right, left, box[:, 2], box[:, 3])
+    x = jnp.take_along_axis(x, rows[:, :, None, None], axis=1)
+    return jnp.take_along_axis(x, cols[:, None, :, None], axis=2)
+
+
+def box_mask(box: jax.Array, height: int, width: int) -> jax.Array:
+    """(N, H, W, 1) float32: 1 inside each image's box, 0 outside."""
+    rows = jnp.arange(height)[None, :]
+    cols = jnp.arange(width)[None, :]
+    inside_rows = (rows >= box[:, 0:1]) & (rows < box[:, 1:2])
+    inside_cols = (cols >= box[:, 2:3]) & (cols < box[:, 3:4])
+    return (inside_rows[:, :, None] & inside_cols[:, None, :]).astype(jnp.float32)[..., None]
+
+
+@dataclasses.dataclass
+class NormControl:
+    """Where the instance norms of one `TransformerNet.forward` take their statistics.
+
+    given: per norm layer (in call order) the moments to normalise with, or None to measure
+    them inside the box; None altogether measures every layer. Tiles of a large image are
+    normalised with the whole image's moments this way.
+    sum_box: (N, 4) full-resolution box: each norm layer's input is also summed over it
+    (scaled to that layer's resolution), for the exact statistics of a tiled image.
+    Filled during the call: `used` (the moments each layer normalised with) and `sums`
+    ((count, sum, sum of squares) per layer, float32 (N, 1, 1, C) each) when sum_box is set.
+    """
+
+    given: Sequence[Moments | None] | None = None
+    sum_box: jax.Array | None = None
+    used: list[Moments] = dataclasses.field(default_factory=list)
+    sums: list[tuple[jax.Array, jax.Array, jax.Array]] = dataclasses.field(default_factory=list)
+
+    def normalize(
+        self, norm: InstanceNorm, x: jax.Array, box: jax.Array | None, scale: int
+    ) -> jax.Array:
+        """Apply `norm` (the next layer in call order) to x, at 1/scale resolution."""
+        index = len(self.used)
+        given = self.given[index] if self.given is not None else None
+        moments = given if given is not None else norm.moments(x, box)
+        self.used.append(moments)
+        if self.sum_box is not None:
+            mask = box_mask(self.sum_box // scale, x.shape[1], x.shape[2])
+            x32 = x.astype(jnp.float32)
+            self.sums.append(
+                (
+                    jnp.sum(mask, axis=(1, 2), keepdims=True),
+                    jnp.sum(x32 * mask, axis=(1, 2), keepdims=True),
+                    jnp.sum(jnp.square(x32) * mask, axis=(1, 2), keepdims=True),
+                )
+            )
+        return norm.normalize(x, *moments)
 
 
 class ReflectConv(nnx.Module):
@@ -69,9 +166,11 @@ class ReflectConv(nnx.Module):
             rngs=rngs,
         )
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, box: jax.Array | None = None) -> jax.Array:
+        """box: where the input holds the network input (see `reflect_pad`); None: all of it.
+        A stride-2 layer's output box is box // 2."""
         p = self.kernel_size // 2
-        x = reflect_pad(x, p, p, p, p)
+        x = reflect_pad(x, p, p, p, p, box)
         if self.stride != 1:
             return self.conv(x)
         # What nnx.Conv does (dtype promotion, conv, bias), with the conv chosen per platform.
@@ -93,10 +192,21 @@ class InstanceNorm(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return self.normalize(x, *self.moments(x))
+
+    def moments(self, x: jax.Array, box: jax.Array | None = None) -> Moments:
+        """Per image and channel mean and (biased) variance, over the box when given."""
         x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
-        var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + INSTANCE_NORM_EPSILON)
+        if box is None:
+            mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
+            return mean, jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
+        mask = box_mask(box, x.shape[1], x.shape[2])
+        count = jnp.sum(mask, axis=(1, 2), keepdims=True)
+        mean = jnp.sum(x32 * mask, axis=(1, 2), keepdims=True) / count
+        return mean, jnp.sum(jnp.square(x32 - mean) * mask, axis=(1, 2), keepdims=True) / count
+
+    def normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + INSTANCE_NORM_EPSILON)
         return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
 
 
@@ -116,8 +226,22 @@ class ConvNormRelu(nnx.Module):
         self.norm = InstanceNorm(cout, dtype=dtype)
         self.relu = relu
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.norm(self.conv(x))
+    def __call__(
+        self,
+        x: jax.Array,
+        box: jax.Array | None = None,
+        norms: NormControl | None = None,
+        scale: int = 1,
+    ) -> jax.Array:
+        """box: the input's box (`ReflectConv`); norms, scale: how the norm takes its
+        statistics and at which resolution (1/scale of the input image) its input is."""
+        y = self.conv(x, box)
+        if self.conv.stride != 1 and box is not None:
+            box = box // self.conv.stride
+        if norms is None:
+            y = self.norm.normalize(y, *self.norm.moments(y, box))
+        else:
+            y = norms.normalize(self.norm, y, box, scale)
         return jax.nn.relu(y) if self.relu else y
 
 
@@ -126,8 +250,14 @@ class ResidualBlock(nnx.Module):
         self.block1 = ConvNormRelu(channels, channels, 3, dtype=dtype, rngs=rngs)
         self.block2 = ConvNormRelu(channels, channels, 3, relu=False, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return x + self.block2(self.block1(x))
+    def __call__(
+        self,
+        x: jax.Array,
+        box: jax.Array | None = None,
+        norms: NormControl | None = None,
+        scale: int = 1,
+    ) -> jax.Array:
+        return x + self.block2(self.block1(x, box, norms, scale), box, norms, scale)
 
 
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -141,8 +271,15 @@ class UpsampleConvNormRelu(ConvNormRelu):
     """Nearest x2 upsampling, then conv + instance norm + ReLU (a transposed conv would leave
     checkerboard artifacts)."""
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return super().__call__(upsample_nearest(x))
+    def __call__(
+        self,
+        x: jax.Array,
+        box: jax.Array | None = None,
+        norms: NormControl | None = None,
+        scale: int = 1,
+    ) -> jax.Array:
+        """box, scale: of the upsampled input (twice the resolution of x)."""
+        return super().__call__(upsample_nearest(x), box, norms, scale)
 
 
 class TransformerNet(nnx.Module):
@@ -165,11 +302,29 @@ class TransformerNet(nnx.Module):
         # the bottom/right up to the next multiple and crop the output back.
         ph, pw = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
         y = reflect_pad(x.astype(self.dtype), 0, ph, 0, pw)
-        y = self.conv3(self.conv2(self.conv1(y)))
+        return self.forward(y)[:, :h, :w, :]
+
+    def forward(
+        self, x: jax.Array, box: jax.Array | None = None, norms: NormControl | None = None
+    ) -> jax.Array:
+        """The layers on an input whose H, W are multiples of 4 -> float32, same shape.
+
+        box: None (the whole input is the network input), or (N, 4) int32 (top, bottom,
+        left, right) per image, all multiples of 4: the region holding the network input
+        (see the module docstring); the output is exact inside it and arbitrary outside.
+        norms: where the instance norms take their statistics (default: measured in the box).
+        """
+        y = x.astype(self.dtype)
+        quarter = None if box is None else box // SIZE_MULTIPLE
+        half = None if box is None else box // 2
+        y = self.conv1(y, box, norms, 1)
+        y = self.conv2(y, box, norms, 2)
+        y = self.conv3(y, half, norms, 4)
         for block in self.res:
-            y = block(y)
-        y = self.out(self.up2(self.up1(y)))
-        return y[:, :h, :w, :].astype(jnp.float32)
+            y = block(y, quarter, norms, 4)
+        y = self.up1(y, half, norms, 2)
+        y = self.up2(y, box, norms, 1)
+        return self.out(y, box).astype(jnp.float32)
 
 
 def stylize_padded(model: TransformerNet, images: jax.Array, pad: int) -> jax.Array:
