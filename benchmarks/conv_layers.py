@@ -3,7 +3,7 @@
 Reproduces the table and findings 2-4 of BENCHMARKS.md ("Where XLA:CPU loses"): for the five
 convolutions, jitted `jax.lax.conv_general_dilated` (SAME, NHWC/HWIO, float32) forward, input
 gradient and weight gradient, and torch conv2d (NCHW) forward and forward+backward; then the
-two CPU changes in `fnst_jax.transformer_net` (zero channels padded onto 3-channel convs, the
+two CPU changes in `fnst_jax.cpu_conv` (zero channels padded onto 3-channel convs, the
 128-channel weight gradient as shifted 2-D GEMMs) and a multi-axis dot against a 2-D one.
 Times are process CPU seconds per call (so other load on the machine inflates them less than
 wall time would), best of --repeats after one warm-up call. Pin one core:
@@ -18,6 +18,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import NamedTuple
 
 import jax
@@ -83,7 +84,9 @@ def operands(batch: int, layer: Layer, pad: int = 0) -> tuple[jax.Array, jax.Arr
     return x, kernel, g
 
 
-def jax_times(conv_fn: Callable, x, kernel, g, repeats: int) -> dict[str, float]:
+def jax_times(
+    conv_fn: Callable, x: jax.Array, kernel: jax.Array, g: jax.Array, repeats: int
+) -> dict[str, float]:
     """Forward, input-gradient and weight-gradient CPU seconds of conv_fn(x, kernel)."""
     forward = jax.jit(conv_fn)
     input_grad = jax.jit(lambda x, k, g: jax.vjp(lambda x: conv_fn(x, k), x)[1](g)[0])
@@ -95,7 +98,7 @@ def jax_times(conv_fn: Callable, x, kernel, g, repeats: int) -> dict[str, float]
     }
 
 
-def torch_times(torch, batch: int, layer: Layer, repeats: int) -> tuple[float, float]:
+def torch_times(torch: ModuleType, batch: int, layer: Layer, repeats: int) -> tuple[float, float]:
     """torch conv2d forward and forward+backward (only the gradients training needs)."""
     x = torch.randn(batch, layer.cin, layer.size, layer.size).contiguous()
     w = torch.randn(layer.cout, layer.cin, layer.k, layer.k)
@@ -114,7 +117,7 @@ def torch_times(torch, batch: int, layer: Layer, repeats: int) -> tuple[float, f
     return cpu_seconds(forward, repeats), cpu_seconds(forward_backward, repeats)
 
 
-def layer_table(args: argparse.Namespace, torch) -> None:
+def layer_table(args: argparse.Namespace, torch: ModuleType | None) -> None:
     print(
         "| conv (NHWC) | XLA fwd | XLA input grad | XLA weight grad | torch fwd | torch fwd+bwd |"
     )
@@ -148,7 +151,7 @@ def fixes(args: argparse.Namespace) -> None:
         print(f"  {what}: {plain:.3f} -> {fixed:.3f} s", flush=True)
 
 
-def dots(args: argparse.Namespace, torch) -> None:
+def dots(args: argparse.Namespace, torch: ModuleType | None) -> None:
     """One term dK[i, j] of the residual weight gradient as a multi-axis einsum and as a 2-D
     dot (`gemm_over_positions`), on a whole array and on a shifted window of the padded x."""
     layer = LAYERS["residual"]

@@ -1,52 +1,46 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call (~8 minutes on one H200): JAX vs PyTorch eager vs torch.compile.
+# The GPU benchmark: JAX vs PyTorch eager vs torch.compile on one NVIDIA GPU (BENCHMARKS.md).
 #
-#   train step, 256 px, batch 4 and 32, float32 and bfloat16   (12 configurations)
 #   stylize, 1024x1024, bfloat16, batch 16                     (3 configurations)
+#   train step, 256 px, batch 4 and 32, float32 and bfloat16   (12 configurations)
 #
-# Usage:  benchmarks/gpu.sh [OUTDIR]          (default: $OUT, else ./bench_gpu)
-# Writes OUTDIR/gpu.json, OUTDIR/gpu.png, OUTDIR/gpu.txt (the table) and the partial JSONs.
+# Install, from the repository root, on a Linux machine with an NVIDIA GPU and its driver:
+#   python3 -m venv .venv && . .venv/bin/activate
+#   pip install -e ".[torch]"       # fnst_jax and PyTorch (PyPI's Linux wheels include CUDA)
+#   pip install -U "jax[cuda13]"    # JAX's CUDA build ("jax[cuda12]" for a CUDA 12 driver)
+# Run:
+#   benchmarks/gpu.sh [OUTDIR]      # default OUTDIR: ./bench_gpu
+# Environment: STEPS (timed steps, default 10), WARMUP (untimed calls, default 3), PYTHON
+# (default python3).
 #
-# Python packages the device image lacks (ml-collections, grain, array-record, portpicker:
-# imported by fnst_jax.train_lib) are installed from ./.whl when present. Fetch them once,
-# here, on a machine with PyPI (./.whl is git-ignored; carry it to the device):
-#   benchmarks/gpu.sh --fetch-wheels
-# Through the device tool:  run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=600)
+# Writes OUTDIR/gpu.txt (the table), OUTDIR/gpu.json (every record), OUTDIR/gpu.png (images/s
+# per configuration) and the JSON of each part (gpu_stylize.json, gpu_train_eager.json,
+# gpu_train_compile.json).
 #
 # Each configuration runs in its own process, JAX first, then torch eager, then torch.compile
 # (the slowest to compile); every JSON is written after each configuration, so a run cut
-# short keeps what it measured. Cold compiles: no persistent JAX cache, fresh inductor cache.
+# short keeps what it measured. Compiles are cold: no persistent JAX cache, fresh inductor cache.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--fetch-wheels" ]]; then
-  python3 -m pip download --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform any -d .whl \
-    grain==0.2.18 array-record==0.8.6 ml-collections==1.1.0 portpicker==1.6.0
-  exit $?
-fi
-
-OUTDIR="${1:-${OUT:-bench_gpu}}"
+OUTDIR="${1:-bench_gpu}"
 mkdir -p "$OUTDIR"
 PY="${PYTHON:-python3}"
 STEPS="${STEPS:-10}"
 WARMUP="${WARMUP:-3}"
 
-if ! "$PY" -c "import ml_collections, grain, flax, optax, orbax.checkpoint" 2>/dev/null; then
-  if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install --quiet --no-index --no-deps .whl/*.whl || exit 1
-  fi
-fi
 "$PY" - <<'PYEOF' || exit 1
 import importlib.util, sys
-missing = [m for m in ("jax", "flax", "optax", "orbax.checkpoint", "ml_collections", "grain",
-                       "torch", "matplotlib") if importlib.util.find_spec(m.split(".")[0]) is None]
+missing = [m for m in ("jax", "flax", "optax", "absl", "torch", "matplotlib", "fnst_jax")
+           if importlib.util.find_spec(m) is None]
 if missing:
-    sys.exit(f"gpu.sh: missing Python packages {missing}: see --fetch-wheels in benchmarks/gpu.sh")
+    sys.exit(f"gpu.sh: missing Python packages {missing}: see the install lines at its top")
 import jax, torch
+if jax.default_backend() != "gpu" or not torch.cuda.is_available():
+    sys.exit(f"gpu.sh: JAX's backend is {jax.default_backend()!r} and torch sees "
+             f"{torch.cuda.device_count()} CUDA devices: install the CUDA builds (see its top)")
 print("jax", jax.__version__, jax.devices(), "| torch", torch.__version__,
-      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA", flush=True)
+      torch.cuda.get_device_name(0), flush=True)
 PYEOF
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
 

@@ -1,4 +1,4 @@
-"""The PyTorch twin of fnst_jax's model, VGG19 and losses: test and benchmark support only.
+"""The PyTorch twin of fnst_jax's model, VGG19, losses and train step: tests and benchmark only.
 
 This module imports torch at the top: import it only where torch is installed (the tests do
 `pytest.importorskip("torch")` first; the benchmark requires the `torch` extra). The library
@@ -9,18 +9,28 @@ torchvision's VGG19, so that every number fnst_jax computes can be checked again
 independent implementation given identical weights:
 
 - `TorchTransformerNet`: same architecture and parameter count (1,679,235); submodules are
-  named like the JAX model's parameters so `transformer_params_to_torch` / `_from_torch`
-  copy weights by name (HWIO <-> OIHW).
+  named like the JAX model's parameters so `load_flat_params` (a `flat_params` dict, as
+  `export` writes it), `transformer_params_to_torch` / `_from_torch` copy weights by name
+  (HWIO <-> OIHW).
 - `TorchVGG19`: torchvision's layer indexing (`features.N.weight`), both preprocessings, a
   dict of ReLU taps computed only up to the deepest requested layer.
 - `gram_matrix`, `mse`, `tv_loss`, `perceptual_loss` with the same definitions and term names.
+- `make_torch_train_step`: one Adam step of that objective, eager or `torch.compile`d; the
+  benchmark's torch worker (`fnst_jax.bench.torch_worker`) times exactly this step.
+
+Compute dtypes go by the names of `fnst_jax.runtime.DTYPES` ("float32", "bfloat16"), which
+torch spells the same. "float32" computes in the tensors' own dtype (the parity tests also
+run it in float64); "bfloat16" runs the networks under `torch.autocast` and the Grams and
+losses in float32, as `fnst_jax.losses` does.
 
 Tensors are NCHW here; `to_nchw` / `to_nhwc` convert numpy/JAX NHWC arrays.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +54,7 @@ INSTANCE_NORM_EPSILON = 1e-5
 SIZE_MULTIPLE = 4
 
 
-def to_nchw(images) -> torch.Tensor:
+def to_nchw(images: Any) -> torch.Tensor:
     """NHWC numpy/JAX array -> float32 NCHW torch tensor (a copy)."""
     return torch.from_numpy(np.array(images, np.float32)).permute(0, 3, 1, 2).contiguous()
 
@@ -65,7 +75,7 @@ class ReflectConv(nn.Module):
         self.pad = nn.ReflectionPad2d(kernel_size // 2)
         self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=0)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.pad(x))
 
 
@@ -76,7 +86,7 @@ class ConvNormRelu(nn.Module):
         self.norm = nn.InstanceNorm2d(cout, eps=INSTANCE_NORM_EPSILON, affine=True)
         self.relu = relu
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(self.conv(x))
         return F.relu(y) if self.relu else y
 
@@ -87,12 +97,12 @@ class ResidualBlock(nn.Module):
         self.block1 = ConvNormRelu(channels, channels, 3)
         self.block2 = ConvNormRelu(channels, channels, 3, relu=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block2(self.block1(x))
 
 
 class UpsampleConvNormRelu(ConvNormRelu):
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
@@ -136,16 +146,24 @@ def _torch_name(jax_name: str) -> str:
     return ".".join(parts)
 
 
-def transformer_params_to_torch(jax_model, torch_model: TorchTransformerNet) -> None:
-    """Copy a JAX TransformerNet's parameters into `torch_model` in place."""
-    from fnst_jax.export import flat_params
+def _jax_name(torch_model: nn.Module, torch_name: str) -> str:
+    """`res.0.block1.norm.weight` -> `res/0/block1/norm/scale` (a conv's weight: kernel)."""
+    module_name, _, leaf = torch_name.rpartition(".")
+    if leaf == "weight":
+        is_conv = isinstance(torch_model.get_submodule(module_name), nn.Conv2d)
+        leaf = "kernel" if is_conv else "scale"
+    return "/".join([*module_name.split("."), leaf])
 
+
+def load_flat_params(torch_model: TorchTransformerNet, flat: Mapping[str, np.ndarray]) -> None:
+    """Copy parameters keyed and laid out like `export.flat_params` (HWIO kernels) into
+    `torch_model` in place; the names and shapes must match one to one."""
     torch_params = dict(torch_model.named_parameters())
-    flat = flat_params(jax_model)
     if len(flat) != len(torch_params):
         raise ValueError(f"{len(flat)} JAX parameters vs {len(torch_params)} torch parameters")
     with torch.no_grad():
         for name, value in flat.items():
+            value = np.asarray(value)
             if value.ndim == 4:
                 value = value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
             target = torch_params[_torch_name(name)]
@@ -154,21 +172,28 @@ def transformer_params_to_torch(jax_model, torch_model: TorchTransformerNet) -> 
             target.copy_(torch.from_numpy(np.array(value, np.float32)))  # writable copy
 
 
-def torch_flat_params(torch_model: TorchTransformerNet, grads: bool = False) -> dict:
-    """Parameters (or their .grad) of `torch_model` keyed and laid out like `flat_params`."""
+def transformer_params_to_torch(jax_model: Any, torch_model: TorchTransformerNet) -> None:
+    """Copy a JAX TransformerNet's parameters into `torch_model` in place."""
     from fnst_jax.export import flat_params
-    from fnst_jax.transformer_net import TransformerNet
 
-    torch_params = dict(torch_model.named_parameters())
+    load_flat_params(torch_model, flat_params(jax_model))
+
+
+def torch_flat_params(
+    torch_model: TorchTransformerNet, grads: bool = False
+) -> dict[str, np.ndarray]:
+    """Parameters (or their .grad) of `torch_model` keyed and laid out like `flat_params`:
+    float32 arrays, float64 for a float64 model."""
     flat = {}
-    for name in flat_params(TransformerNet()):
-        tensor = torch_params[_torch_name(name)]
-        value = (tensor.grad if grads else tensor).detach().cpu().numpy().astype(np.float32)
-        flat[name] = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
+    for name, tensor in torch_model.named_parameters():
+        value = (tensor.grad if grads else tensor).detach().cpu()
+        value = (value if value.dtype == torch.float64 else value.float()).numpy()
+        value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
+        flat[_jax_name(torch_model, name)] = value
     return flat
 
 
-def transformer_params_from_torch(torch_model: TorchTransformerNet, jax_model) -> None:
+def transformer_params_from_torch(torch_model: TorchTransformerNet, jax_model: Any) -> None:
     """Copy `torch_model`'s parameters into a JAX TransformerNet in place."""
     from fnst_jax.export import set_flat_params
 
@@ -283,15 +308,49 @@ def style_grams(
     return {layer: gram_matrix(features[layer]) for layer in layers}
 
 
+def autocast(device_type: str, compute_dtype: str = "float32") -> contextlib.AbstractContextManager:
+    """`torch.autocast` to `compute_dtype` for the networks; "float32": nothing (tensors keep
+    their own dtype)."""
+    if compute_dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=getattr(torch, compute_dtype))
+
+
 def perceptual_loss(
     vgg: TorchVGG19,
     stylized: torch.Tensor,
     content_features: torch.Tensor,
     target_grams: Mapping[str, torch.Tensor],
     spec: LossSpec,
+    compute_dtype: str = "float32",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Same objective and term names as `fnst_jax.losses.perceptual_loss` (NCHW)."""
-    features = vgg(stylized, spec.vgg_layers)
+    """Same objective and term names as `fnst_jax.losses.perceptual_loss` (NCHW).
+
+    The VGG pass runs in `compute_dtype`; with "bfloat16" the Grams and MSEs are taken in
+    float32 like `fnst_jax.losses` does (autocast alone would run the Gram bmm in bfloat16).
+    """
+    device_type = stylized.device.type
+    with autocast(device_type, compute_dtype):
+        features = vgg(stylized, spec.vgg_layers)
+    if compute_dtype == "float32":
+        return _loss_terms(features, stylized, content_features, target_grams, spec)
+    with torch.autocast(device_type, enabled=False):
+        return _loss_terms(
+            {layer: value.float() for layer, value in features.items()},
+            stylized.float(),
+            content_features.float(),
+            {layer: gram.float() for layer, gram in target_grams.items()},
+            spec,
+        )
+
+
+def _loss_terms(
+    features: Mapping[str, torch.Tensor],
+    stylized: torch.Tensor,
+    content_features: torch.Tensor,
+    target_grams: Mapping[str, torch.Tensor],
+    spec: LossSpec,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     raw_content = mse(features[spec.content_layer], content_features)
     per_layer = {}
     for layer, target in target_grams.items():
@@ -320,18 +379,36 @@ def make_torch_train_step(
     spec: LossSpec,
     lr: float,
     pad: int = 0,
-) -> Callable[[torch.Tensor], float]:
-    """An Adam step on `model` with the perceptual loss: step(batch NCHW [0, 255]) -> loss."""
+    *,
+    compute_dtype: str = "float32",
+    compile_mode: str | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An Adam step on `model` with the perceptual loss: step(batch NCHW [0, 255]) -> the
+    loss as a detached 0-d tensor (not synchronised: `float()` it to read it).
+
+    `compute_dtype` as for `perceptual_loss` (the content pass and the TransformerNet too).
+    `compile_mode` None runs eagerly; otherwise the loss (forward, and through AOTAutograd
+    the backward) is `torch.compile`d with that mode; the Adam update runs eagerly in both
+    (foreach kernels over 1.7M parameters: a small share of the step).
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
-    def step(batch: torch.Tensor) -> float:
-        with torch.no_grad():
+    def loss_fn(batch: torch.Tensor) -> torch.Tensor:
+        device_type = batch.device.type
+        with torch.no_grad(), autocast(device_type, compute_dtype):
             content = vgg(batch, (spec.content_layer,))[spec.content_layer]
-        stylized = stylize_padded(model, batch, pad) if pad else model(batch)
-        loss, _ = perceptual_loss(vgg, stylized, content, target_grams, spec)
+        with autocast(device_type, compute_dtype):
+            stylized = stylize_padded(model, batch, pad) if pad else model(batch)
+        return perceptual_loss(vgg, stylized, content, target_grams, spec, compute_dtype)[0]
+
+    if compile_mode is not None:
+        loss_fn = torch.compile(loss_fn, mode=compile_mode)
+
+    def step(batch: torch.Tensor) -> torch.Tensor:
+        loss = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     return step

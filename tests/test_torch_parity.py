@@ -22,9 +22,9 @@ from fnst_jax.transformer_net import TransformerNet, stylize_padded  # noqa: E40
 from fnst_jax.vgg import RELU_LAYERS, VGG19  # noqa: E402
 from fnst_jax.vgg_weights import VGGWeightsError, load_vgg  # noqa: E402
 
-# Both sides in float32; XLA:CPU convs are full fp32, make dots full fp32 too.
-jax.config.update("jax_default_matmul_precision", "highest")
-jax.config.update("jax_disable_most_optimizations", True)
+# Both sides in float32; XLA:CPU convs are full fp32, make dots full fp32 too (the fixture
+# also turns most XLA optimizations off: compile time dominates at these sizes).
+pytestmark = pytest.mark.usefixtures("highest_precision")
 torch.manual_seed(0)
 
 
@@ -183,12 +183,8 @@ def _torch_loss_gradient(model, vgg, spec, content_images, style_image, pad, dty
     stylized = ref.stylize_padded(twin, batch, pad)
     loss, _ = ref.perceptual_loss(vgg_twin, stylized, content, grams, spec)
     loss.backward()
-    grads = {}
-    params = dict(twin.named_parameters())
-    for name in flat_params(model):
-        grad = params[ref._torch_name(name)].grad.detach().double().numpy()
-        grads[name] = grad.transpose(2, 3, 1, 0) if grad.ndim == 4 else grad
-    return float(loss.detach()), grads
+    grads = ref.torch_flat_params(twin, grads=True)
+    return float(loss.detach()), {name: grad.astype(np.float64) for name, grad in grads.items()}
 
 
 def _jax_loss_gradient(model, vgg, spec, content_images, style_image, pad):
@@ -366,6 +362,6 @@ def test_torch_train_step_reduces_loss(small_vgg):
     model = ref.TorchTransformerNet()
     batch = ref.to_nchw(_images((1, 24, 24, 3), seed=11))
     step = ref.make_torch_train_step(model, vgg_twin, grams, spec, lr=1e-2, pad=4)
-    losses = [step(batch) for _ in range(6)]
+    losses = [float(step(batch)) for _ in range(6)]
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.9 * losses[0], losses  # measured 0.79
