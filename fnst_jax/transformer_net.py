@@ -95,10 +95,12 @@ class NormControl:
     given: per norm layer (in call order) the moments to normalise with, or None to measure
     them inside the box; None altogether measures every layer. Tiles of a large image are
     normalised with the whole image's moments this way.
-    sum_box: (N, 4) full-resolution box: each norm layer's input is also summed over it
+    sum_box: (N, 4) full-resolution box: each norm layer's input is also summarised over it
     (scaled to that layer's resolution), for the exact statistics of a tiled image.
-    Filled during the call: `used` (the moments each layer normalised with) and `sums`
-    ((count, sum, sum of squares) per layer, float32 (N, 1, 1, C) each) when sum_box is set.
+    Filled during the call: `used` (the moments each layer normalised with) and, when
+    sum_box is set, `sums`: per layer (count, mean, sum of squared deviations from that
+    mean) over the sum box, float32 (N, 1, 1, C) each; partial sums in this form combine
+    without the cancellation of a plain sum of squares.
     """
 
     given: Sequence[Moments | None] | None = None
@@ -117,13 +119,10 @@ class NormControl:
         if self.sum_box is not None:
             mask = box_mask(self.sum_box // scale, x.shape[1], x.shape[2])
             x32 = x.astype(jnp.float32)
-            self.sums.append(
-                (
-                    jnp.sum(mask, axis=(1, 2), keepdims=True),
-                    jnp.sum(x32 * mask, axis=(1, 2), keepdims=True),
-                    jnp.sum(jnp.square(x32) * mask, axis=(1, 2), keepdims=True),
-                )
-            )
+            count = jnp.sum(mask, axis=(1, 2), keepdims=True)
+            mean = jnp.sum(x32 * mask, axis=(1, 2), keepdims=True) / jnp.maximum(count, 1.0)
+            squares = jnp.sum(jnp.square(x32 - mean) * mask, axis=(1, 2), keepdims=True)
+            self.sums.append((count, mean, squares))
         return norm.normalize(x, *moments)
 
 

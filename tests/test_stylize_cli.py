@@ -69,7 +69,8 @@ def test_both_spellings_of_multi_word_flags(model_path, tmp_path):
     "extra, message",
     [
         (["--size=10", "--scale=0.5"], "--size or --scale"),
-        (["--tile=64", "--overlap=40"], "--overlap"),
+        (["--tile-stats=shrunk"], "tile-stats"),
+        (["--tile=16"], "--tile"),
         (["--quality=0"], "--quality"),
         (["--batch-size=0"], "--batch-size"),
         (["--no-such-flag"], "no-such-flag"),

@@ -1,14 +1,16 @@
-"""Numpy helpers shared by the stylize engine, tiling and runs: size rounding, reflection
-padding of uint8 images, Lanczos resizing.
+"""Numpy helpers shared by the stylize engine, tiling and runs: size rounding, the network
+input of an image, Lanczos resizing.
 
-`reflect_pad_numpy` pads host-side numpy images before they reach the network (bucketing,
-tiling); the network's own padding is `transformer_net.reflect_pad` on jax arrays.
+`network_input` lays an image out host-side exactly as `transformer_net.stylize_padded` and
+`TransformerNet.__call__` pad it on the device (numpy's and jax's "reflect" agree).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+from fnst_jax.transformer_net import SIZE_MULTIPLE
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -19,13 +21,27 @@ def round_up(value: int, multiple: int) -> int:
 def reflect_pad_numpy(
     images: np.ndarray, top: int, bottom: int, left: int, right: int
 ) -> np.ndarray:
-    """Reflection padding of (..., H, W, C) arrays; pads larger than the image reflect again."""
+    """Reflection padding of (..., H, W, C) arrays; pads larger than the image reflect again
+    (and a single row or column repeats), as `transformer_net.reflect_pad` does."""
     if top == bottom == left == right == 0:
         return images
     widths = [(0, 0)] * (images.ndim - 3) + [(top, bottom), (left, right), (0, 0)]
-    # numpy cannot reflect an axis of length 1; repeating the single row is the limit case.
-    mode = "reflect" if min(images.shape[-3], images.shape[-2]) > 1 else "edge"
-    return np.pad(images, widths, mode=mode)
+    return np.pad(images, widths, mode="reflect")
+
+
+def network_input(image: np.ndarray, pad: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(H, W, C) image -> (what the network sees, (top, left) of the image in it).
+
+    The reflection border of `pad` px (clipped to H - 1 and W - 1, as
+    `transformer_net.stylize_padded` clips it), then reflection at the bottom/right up to a
+    multiple of 4, as `TransformerNet.__call__` pads.
+    """
+    height, width = image.shape[:2]
+    pad_h, pad_w = min(pad, height - 1), min(pad, width - 1)
+    padded = reflect_pad_numpy(image, pad_h, pad_h, pad_w, pad_w)
+    rows, cols = padded.shape[:2]
+    padded = reflect_pad_numpy(padded, 0, -rows % SIZE_MULTIPLE, 0, -cols % SIZE_MULTIPLE)
+    return padded, (pad_h, pad_w)
 
 
 def resize(

@@ -1,87 +1,190 @@
 """Tiled stylization: images above `Stylizer.max_pixels`, never whole through the network.
 
-`stylize_tiled` cuts the image into overlapping tiles (each tile sees real neighbouring
-pixels, reflection only at the true image border), stylizes a batch of tiles at a time, and
-blends them into float32 output and weight arrays of the image's size. The blending weight
-(`edge_ramp`) falls smoothly to zero a little before each interior tile edge, so the tile
-borders, where the network sees an artificial edge, never show.
+The image's network input (`arrays.network_input`) is cut into tiles whose interiors
+partition it (`TileGrid`). Each tile's array adds `HALO` px of real context on every side
+(the network's receptive field), and the tile's box tells the network where the image ends,
+so every layer reflects there as in an untiled run. A tile's interior is then exactly the
+untiled output, given the instance-norm statistics the tile is normalised with; the
+interiors are written side by side, with no blending.
 
-Two things keep the tiles in tone with each other and close to an untiled run:
-  * statistics: every tile is normalised with the whole image's instance-norm statistics
-    (`image_statistics`, measured once on a copy shrunk to fit `max_pixels`), not its own,
-    which would shift the tone tile by tile;
-  * the stride grid: the network downsamples by 4 (two stride-2 convs) and is not
-    shift-invariant at finer offsets, so tiles start at multiples of 4 of the whole padded
-    image (`tile_starts`), as `transformer_net.stylize_padded` would see them.
-How close: README ("Stylizing images and videos"), measured with benchmarks/tiling_error.py.
+The statistics are the whole image's (a tile's own would shift its tone):
+  * "exact" (`exact_statistics`, the default): each norm layer's input depends on the
+    statistics of every norm layer before it, so they are computed in order, one tiled pass
+    per norm layer (15), each pass running only up to that layer (XLA drops the rest) with
+    the layers before it normalised with the statistics already found; per-tile counts,
+    means and squared deviations are combined in float64. Then one pass writes the output:
+    the untiled result up to float rounding. Cost: about 7.5x one untiled pass of compute
+    (the passes stop at their layer; the residual blocks hold most of the work) and one
+    compiled program per pass.
+  * "approximate" (`approximate_statistics`): measured once, on a copy shrunk to fit
+    `max_pixels`: one network call, then the output pass. Features of a shrunk image have
+    somewhat other statistics, so the tone differs a little from an untiled run (README's
+    figures, benchmarks/tiling_error.py).
 
-Memory: the padded uint8 input, the float32 output and weight arrays of the image's size,
-and one batch of tiles.
+Memory: the uint8 network input and float32 output of the image's size, and one batch of
+tile arrays through the network; never the whole image.
 
-The functions take the `engine.Stylizer` that runs the network (its `run_network`,
-`norm_statistics`, `batch_limit`, `bucket_shape` and tile settings); the engine calls
+The functions take the `engine.Stylizer` that runs the network (its graph and state,
+`run_network`, `norm_statistics`, `batch_limit` and tile settings); the engine calls
 `stylize_tiled` for every image above `max_pixels`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from fnst_jax.stylize.arrays import reflect_pad_numpy, resize
-from fnst_jax.transformer_net import SIZE_MULTIPLE
+from fnst_jax.stylize.arrays import network_input, resize
+from fnst_jax.transformer_net import Moments, NormControl
 
 if TYPE_CHECKING:
     from fnst_jax.stylize.engine import NormStatistics, Stylizer
 
-
-def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
-    """Start offsets of tiles of size `tile` covering [0, length) with >= `overlap` overlap,
-    all multiples of `multiple` when `length` and `tile` are."""
-    if length <= tile:
-        return [0]
-    step = max((tile - overlap) // multiple * multiple, multiple)
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+# How far an output pixel sees into the input (TransformerNet's receptive-field radius at
+# full resolution): 4 (9x9 input conv) + 1 + 2 (the stride-2 convs) + 40 (ten 3x3 residual
+# convs at 1/4 resolution) + 2 + 1 (the upsampling convs) + 4 (9x9 output conv) = 54 px.
+# A tile carries this much context on every side, on the stride grid with room to spare.
+HALO = 64
+# Norm layers of a TransformerNet: 3 (encoder) + 2 x 5 (residual blocks) + 2 (decoder).
+NUM_NORM_LAYERS = 15
 
 
-def edge_ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
-    """1-D blending weight of a tile: 1 inside, smoothly 0 near interior edges.
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """One tile: its array (interior plus halo), where the image is in it, its interior."""
 
-    The first quarter of the overlap next to an interior edge gets (almost) no weight, the
-    next half rises with a smoothstep: a neighbouring tile covers that band at full weight,
-    so every pixel keeps a positive total weight while no tile's edge shows.
-    """
-    weight = np.ones(length, np.float32)
-    if overlap <= 0:
-        return weight
-    margin = overlap // 4
-    rise = max(overlap - 2 * margin, 1)
-    distance = np.arange(length, dtype=np.float32) + 0.5
-    ramp = np.clip((distance - margin) / rise, 0.0, 1.0)
-    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
-    ramp = np.maximum(ramp, 1e-4)  # never exactly 0: a lone tile still defines the pixel
-    if ramp_start:
-        weight = np.minimum(weight, ramp)
-    if ramp_end:
-        weight = np.minimum(weight, ramp[::-1])
-    return weight
+    top: int  # of the interior, in the network input
+    left: int
+    array: np.ndarray  # (tile_h + 2 * HALO, tile_w + 2 * HALO, 3) uint8
+    box: np.ndarray  # (4,) int32: where the network input is in `array`
+    interior: np.ndarray  # (4,) int32: the rows/columns of `array` this tile computes
 
 
-def image_statistics(stylizer: Stylizer, image: np.ndarray) -> NormStatistics:
-    """Per norm layer, the (2, 1, 1, 1, C) mean and variance of the whole uint8 (H, W, 3)
-    image (plus its `pad` border), measured on a copy shrunk to fit `max_pixels`.
+@dataclasses.dataclass(frozen=True)
+class TileGrid:
+    """Interiors of at most `tile` px (multiples of 4) that partition a network input of
+    height x width (multiples of 4); every tile array has the same shape (one compiled
+    program), the last row/column of tiles computing a shorter interior."""
 
-    An approximation whatever the image size costs at most one network call of
-    `max_pixels`: a shrunk image's features have somewhat other statistics (on a random net,
-    variances ~10-30% lower at 0.65x), but these belong together, and tiles
-    normalised with them come out much closer to the untiled result than with their own
-    (README's figures). Exact statistics would take one full pass over the tiles per norm
-    layer (each layer's depends on all before it); mixing exact statistics of early layers
-    with shrunk ones of later layers is worse than either.
-    """
+    height: int
+    width: int
+    tile: int
+    halo: int = HALO
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return min(self.tile, self.height), min(self.tile, self.width)
+
+    @property
+    def array_shape(self) -> tuple[int, int]:
+        tile_h, tile_w = self.tile_shape
+        return tile_h + 2 * self.halo, tile_w + 2 * self.halo
+
+    def origins(self) -> list[tuple[int, int]]:
+        """(top, left) of every interior, row by row."""
+        tile_h, tile_w = self.tile_shape
+        return [(y, x) for y in range(0, self.height, tile_h) for x in range(0, self.width, tile_w)]
+
+    def tile_at(self, source: np.ndarray, top: int, left: int) -> Tile:
+        """The tile whose interior starts at (top, left) of the network input `source`."""
+        tile_h, tile_w = self.tile_shape
+        array_h, array_w = self.array_shape
+        array = np.zeros((array_h, array_w, source.shape[-1]), source.dtype)
+        y0, x0 = top - self.halo, left - self.halo  # the array's corner in the input
+        rows = slice(max(y0, 0), min(y0 + array_h, self.height))
+        cols = slice(max(x0, 0), min(x0 + array_w, self.width))
+        array[rows.start - y0 : rows.stop - y0, cols.start - x0 : cols.stop - x0] = source[
+            rows, cols
+        ]
+        box = (rows.start - y0, rows.stop - y0, cols.start - x0, cols.stop - x0)
+        interior = (
+            self.halo,
+            self.halo + min(tile_h, self.height - top),
+            self.halo,
+            self.halo + min(tile_w, self.width - left),
+        )
+        return Tile(top, left, array, np.array(box, np.int32), np.array(interior, np.int32))
+
+
+def _batches(stylizer: Stylizer, grid: TileGrid, source: np.ndarray) -> Iterator[list[Tile]]:
+    """The grid's tiles, as many per network call as `max_pixels` allows."""
+    limit = stylizer.batch_limit(grid.array_shape[0] * grid.array_shape[1])
+    origins = grid.origins()
+    for start in range(0, len(origins), limit):
+        yield [grid.tile_at(source, y, x) for y, x in origins[start : start + limit]]
+
+
+def _padded_batch(tiles: Sequence[Tile], field: str) -> np.ndarray:
+    """A tile field stacked, the batch padded up to a power of two (as run_network does)."""
+    stacked = np.stack([getattr(t, field) for t in tiles])
+    padded_n = 1 << (len(tiles) - 1).bit_length()
+    return np.concatenate([stacked, np.repeat(stacked[-1:], padded_n - len(tiles), axis=0)])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _layer_summary(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    images: jax.Array,
+    boxes: jax.Array,
+    interiors: jax.Array,
+    layer: int,
+    given: Sequence[Moments],
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(count, mean, squared deviations) of norm layer `layer`'s input over each tile's
+    interior, the layers before it normalised with `given`. Only that summary is returned,
+    so XLA drops every layer after it."""
+    model = nnx.merge(graphdef, state)
+    norms = NormControl(given=[*given, *[None] * (NUM_NORM_LAYERS - len(given))], sum_box=interiors)
+    model.forward(images, boxes, norms)
+    return norms.sums[layer]
+
+
+def _combine(summaries: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Moments:
+    """Per-tile (count, mean, squared deviations) -> the (1, 1, 1, C) mean and variance of
+    the union (Chan et al.'s pairwise update, in float64)."""
+    counts = np.concatenate([c for c, _, _ in summaries]).astype(np.float64)
+    means = np.concatenate([m for _, m, _ in summaries]).astype(np.float64)
+    squares = np.concatenate([s for _, _, s in summaries]).astype(np.float64)
+    total = counts.sum(axis=0, keepdims=True)
+    mean = (counts * means).sum(axis=0, keepdims=True) / total
+    variance = (squares + counts * np.square(means - mean)).sum(axis=0, keepdims=True) / total
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def exact_statistics(stylizer: Stylizer, source: np.ndarray, grid: TileGrid) -> NormStatistics:
+    """The moments of every norm layer over the whole network input `source`, computed
+    layer by layer over the grid's tiles (see the module docstring)."""
+    statistics: NormStatistics = []
+    for layer in range(NUM_NORM_LAYERS):
+        summaries = []
+        for tiles in _batches(stylizer, grid, source):
+            images = jnp.asarray(_padded_batch(tiles, "array"), jnp.float32)
+            count, mean, squares = _layer_summary(
+                stylizer.graphdef,
+                stylizer.state,
+                images,
+                jnp.asarray(_padded_batch(tiles, "box")),
+                jnp.asarray(_padded_batch(tiles, "interior")),
+                layer,
+                statistics,
+            )
+            n = len(tiles)  # the batch padding repeats the last tile: leave it out
+            summaries.append((np.asarray(count)[:n], np.asarray(mean)[:n], np.asarray(squares)[:n]))
+        statistics.append(_combine(summaries))
+    return statistics
+
+
+def approximate_statistics(stylizer: Stylizer, image: np.ndarray) -> NormStatistics:
+    """The moments of every norm layer of the uint8 image (plus its `pad` border), measured
+    on a copy shrunk to fit `max_pixels`: one network call whatever the image size."""
     height, width = image.shape[:2]
     pad = stylizer.pad
     scale = min(1.0, (stylizer.max_pixels / ((height + 2 * pad) * (width + 2 * pad))) ** 0.5)
@@ -99,46 +202,38 @@ def image_statistics(stylizer: Stylizer, image: np.ndarray) -> NormStatistics:
     return stylizer.norm_statistics(small, small_pad)
 
 
-def pad_for_tiles(image: np.ndarray, pad: int) -> np.ndarray:
-    """The image reflect-padded by `pad`, then at the bottom/right to a multiple of 4, as the
-    network itself pads: the array whose stride grid every tile sits on."""
-    padded = reflect_pad_numpy(image, pad, pad, pad, pad)
-    return reflect_pad_numpy(
-        padded, 0, -padded.shape[0] % SIZE_MULTIPLE, 0, -padded.shape[1] % SIZE_MULTIPLE
-    )
+def image_statistics(stylizer: Stylizer, image: np.ndarray) -> NormStatistics:
+    """The whole image's statistics, by the stylizer's `tile_statistics` mode."""
+    if stylizer.tile_statistics == "approximate":
+        return approximate_statistics(stylizer, image)
+    source, _ = network_input(image, stylizer.pad)
+    return exact_statistics(stylizer, source, TileGrid(*source.shape[:2], stylizer.tile))
 
 
-def stylize_tiled(stylizer: Stylizer, image: np.ndarray) -> np.ndarray:
-    """One large uint8 (H, W, 3) image -> float32 (H, W, 3), unclamped, in overlapping tiles
-    of `stylizer.tile` px (multiples of 4, starting at multiples of 4 of the padded image)."""
-    statistics = stylizer.image_statistics(image)
+def stylize_tiled(
+    stylizer: Stylizer, image: np.ndarray, statistics: NormStatistics | None = None
+) -> np.ndarray:
+    """One uint8 (H, W, 3) image -> float32 (H, W, 3), unclamped, tile by tile, every tile
+    normalised with `statistics` (default: `image_statistics`)."""
+    if statistics is None:
+        statistics = image_statistics(stylizer, image)
     height, width = image.shape[:2]
-    pad = stylizer.pad
-    padded = pad_for_tiles(image, pad)
-    padded_h, padded_w = padded.shape[:2]
-    tile_h, tile_w = min(stylizer.tile, padded_h), min(stylizer.tile, padded_w)
-    overlap = stylizer.overlap
-    output = np.zeros((height, width, 3), np.float32)
-    weight_sum = np.zeros((height, width), np.float32)
-    corners = [
-        (y, x)
-        for y in tile_starts(padded_h, tile_h, overlap, SIZE_MULTIPLE)
-        for x in tile_starts(padded_w, tile_w, overlap, SIZE_MULTIPLE)
-    ]
-    limit = stylizer.batch_limit(tile_h * tile_w)
-    for start in range(0, len(corners), limit):
-        group = corners[start : start + limit]
-        tiles = np.stack([padded[y : y + tile_h, x : x + tile_w] for y, x in group])
-        results = stylizer.run_network(tiles, statistics=statistics)
-        for (y, x), result in zip(group, results, strict=True):
-            weight_y = edge_ramp(tile_h, overlap, y > 0, y + tile_h < padded_h)
-            weight_x = edge_ramp(tile_w, overlap, x > 0, x + tile_w < padded_w)
-            # The part of the tile inside the image (the padding is cropped off).
-            y0, y1 = max(y, pad), min(y + tile_h, pad + height)
-            x0, x1 = max(x, pad), min(x + tile_w, pad + width)
-            weight = np.outer(weight_y[y0 - y : y1 - y], weight_x[x0 - x : x1 - x])
-            region = (slice(y0 - pad, y1 - pad), slice(x0 - pad, x1 - pad))
-            output[region] += result[y0 - y : y1 - y, x0 - x : x1 - x] * weight[..., None]
-            weight_sum[region] += weight
-    output /= weight_sum[..., None]
+    source, (pad_h, pad_w) = network_input(image, stylizer.pad)
+    grid = TileGrid(*source.shape[:2], stylizer.tile)
+    output = np.empty((height, width, 3), np.float32)
+    for tiles in _batches(stylizer, grid, source):
+        results, _ = stylizer.run_network(
+            np.stack([t.array for t in tiles]), np.stack([t.box for t in tiles]), statistics
+        )
+        for tile, result in zip(tiles, results, strict=True):
+            top, bottom, left, right = tile.interior
+            # The interior, less the train pad and rounding around the image.
+            y0, y1 = max(tile.top, pad_h), min(tile.top + bottom - top, pad_h + height)
+            x0, x1 = max(tile.left, pad_w), min(tile.left + right - left, pad_w + width)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            output[y0 - pad_h : y1 - pad_h, x0 - pad_w : x1 - pad_w] = result[
+                top + y0 - tile.top : top + y1 - tile.top,
+                left + x0 - tile.left : left + x1 - tile.left,
+            ]
     return output
