@@ -166,16 +166,12 @@ def main(argv: Sequence[str], stream: TextIO | None = None) -> int:
     """Run the command line (argv[0] is the program name); returns the exit status.
     Messages and progress go to `stream` (default stderr), --help to stdout."""
     stream = stream if stream is not None else sys.stderr
-    fv = flags.FlagValues()
-    define_flags(fv)
-    convention.accept_both_spellings(fv)
-    return convention.run(lambda: _stylize(fv, argv, stream), stream)
+    return convention.run_command(
+        define_flags, lambda fv, positional: _stylize(fv, positional, stream), argv, USAGE, stream
+    )
 
 
-def _stylize(fv: flags.FlagValues, argv: Sequence[str], stream: TextIO) -> int:
-    positional = convention.parse(fv, argv, USAGE)
-    if positional is None:
-        return convention.EXIT_OK  # --help
+def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
     started = time.perf_counter()
     convention.require(fv, "model", "output")
     if not positional:
