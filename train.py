@@ -1,4 +1,4 @@
-"""Train a fast style transfer model.
+"""Train a fast style transfer model: flags -> `fnst_jax.train_lib.train_and_evaluate`.
 
     python train.py --config configs/default.py --workdir runs/starry \
         --config.style_image=path/to/style.jpg [--config.KEY=VALUE ...]
@@ -6,14 +6,16 @@
 Rerunning the same command resumes from the latest checkpoint in --workdir.
 Multi-host: start one process per host with --coordinator_address, --num_processes and
 --process_id (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
+A problem the user can fix (a missing style image, a workdir of another run, ...) ends with
+one `error:` line and exit status 2 (`fnst_jax.cli.run`); anything else keeps its traceback.
 """
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from fnst_jax import runtime
+from fnst_jax import cli, runtime
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -24,19 +26,19 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-    del argv
+def train() -> int:
     runtime.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     runtime.quiet_library_logs()
     runtime.enable_compilation_cache()
     from fnst_jax import train_lib  # after distributed init: importing is harmless, but be safe
 
-    try:
-        train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (train_lib.TrainingError, ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    return cli.EXIT_OK
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    sys.exit(cli.run(train))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,125 @@
-"""Training checkpoints: an orbax CheckpointManager in WORKDIR/checkpoints.
+"""Where a run's state is saved: orbax checkpoints in WORKDIR/checkpoints and the workdir check.
 
 Each checkpoint holds three items:
-  state  the train state pytree (params, optimizer state, step, RNG, counters), array-wise;
+  state  the train state pytree (params, optimizer state, step, non-finite counters), array-wise;
   data   the input iterator's position (JSON), so the next batch is exactly the next one;
-  run    JSON: the balanced loss weights and the config fingerprint of the run.
+  run    JSON: the balanced loss weights and the exported model's metadata.
 Saves are asynchronous; orbax writes into a temporary folder and renames it when complete,
 so a process killed mid-save (SIGKILL included) leaves the previous checkpoint as the
 latest complete one.
+
+`prepare_workdir` creates the workdir and keeps it to one experiment (`check_workdir_config`):
+WORKDIR/config.json records the config, and a rerun whose config differs in anything but
+`RESUMABLE_KEYS` is refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fnst_jax.files import write_text_atomic
+from fnst_jax.train_step import TrainingError, TrainState
+
 CHECKPOINT_DIR = "checkpoints"
+ITEMS = ("state", "data", "run")
+CONFIG_FILE = "config.json"
+# Config keys that may change between a run and its resumption; any other difference means
+# the workdir belongs to another experiment.
+RESUMABLE_KEYS = (
+    "train.steps",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "sample_every",
+    "eval_every",
+    "data.worker_count",
+    "parallel",
+)
+# Train-state entries that older fnst_jax versions saved but no longer has: restored from
+# old checkpoints (orbax needs the full tree) and dropped. fnst_jax 0.1 kept a PRNG key that
+# nothing read.
+DROPPED_STATE_KEYS = ("rng",)
+
+
+def prepare_workdir(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> Path:
+    """Create `workdir` if needed and check it may hold this run (`check_workdir_config`)."""
+    workdir = Path(workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"--workdir {workdir}: cannot create it ({e.strerror})") from e
+    check_workdir_config(workdir, config)
+    return workdir
+
+
+def check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Refuse a workdir made by a run with an incompatible config; record the config."""
+    path = Path(workdir) / CONFIG_FILE
+    current = _flatten(config.to_dict())
+    if path.exists():
+        previous = _flatten(_read_config(path))
+        differing = sorted(
+            key
+            for key in set(previous) | set(current)
+            if key not in RESUMABLE_KEYS and previous.get(key) != current.get(key)
+        )
+        if differing:
+            details = "; ".join(
+                f"{k}: {previous.get(k, '<unset>')!r} -> {current.get(k, '<unset>')!r}"
+                for k in differing[:6]
+            )
+            raise TrainingError(
+                f"{workdir} holds a run with a different config ({details}). Resume it with "
+                f"its own config, or train into a new --workdir."
+            )
+    if jax.process_index() == 0:
+        text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+        try:
+            write_text_atomic(path, text)
+        except OSError as e:
+            raise TrainingError(f"--workdir {workdir}: cannot write to it ({e})") from e
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TrainingError(
+            f"{path}: unreadable run config ({e}); this workdir's run cannot be checked. "
+            f"Train into a new --workdir."
+        ) from e
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _handlers() -> dict[str, ocp.CheckpointHandler]:
+    # Named up front (not inferred from the first save/restore) so that the state's metadata
+    # can be read before restoring it.
+    return {
+        "state": ocp.StandardCheckpointHandler(),
+        "data": ocp.JsonCheckpointHandler(),
+        "run": ocp.JsonCheckpointHandler(),
+    }
 
 
 def make_manager(workdir: str | os.PathLike, keep: int) -> ocp.CheckpointManager:
+    """The run's checkpoint manager: asynchronous saves, the latest `keep` kept."""
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
         enable_async_checkpointing=True,
@@ -30,7 +127,8 @@ def make_manager(workdir: str | os.PathLike, keep: int) -> ocp.CheckpointManager
     )
     return ocp.CheckpointManager(
         Path(workdir).absolute() / CHECKPOINT_DIR,
-        item_names=("state", "data", "run"),
+        item_names=ITEMS,
+        item_handlers=_handlers(),
         options=options,
     )
 
@@ -38,11 +136,12 @@ def make_manager(workdir: str | os.PathLike, keep: int) -> ocp.CheckpointManager
 def save(
     manager: ocp.CheckpointManager,
     step: int,
-    state: Any,
+    state: TrainState,
     data_state: dict,
     run_info: dict,
     force: bool = False,
 ) -> bool:
+    """Start saving checkpoint `step` (asynchronous: `manager.wait_until_finished` waits)."""
     return manager.save(
         step,
         args=ocp.args.Composite(
@@ -55,25 +154,51 @@ def save(
 
 
 def restore_latest(
-    manager: ocp.CheckpointManager, abstract_state: Any
-) -> tuple[int, Any, dict, dict] | None:
+    manager: ocp.CheckpointManager, abstract_state: TrainState
+) -> tuple[int, TrainState, dict, dict] | None:
     """(step, state, data_state, run_info) of the latest complete checkpoint, or None.
 
     `abstract_state` (jax.ShapeDtypeStruct leaves with shardings) says how to lay the
-    restored arrays out on this run's devices.
+    restored arrays out on this run's devices. Entries of `DROPPED_STATE_KEYS` that an older
+    checkpoint holds are restored and dropped; any other difference in the state's structure
+    is a TrainingError naming the checkpoint.
     """
     step = manager.latest_step()
     if step is None:
         return None
+    target = _restore_target(manager, step, abstract_state)
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
+            state=ocp.args.StandardRestore(target),
             data=ocp.args.JsonRestore(),
             run=ocp.args.JsonRestore(),
         ),
     )
-    return step, restored["state"], restored["data"], restored["run"]
+    state = {k: v for k, v in restored["state"].items() if k not in DROPPED_STATE_KEYS}
+    return step, state, restored["data"], restored["run"]
+
+
+def _restore_target(
+    manager: ocp.CheckpointManager, step: int, abstract_state: TrainState
+) -> TrainState:
+    """`abstract_state`, plus the dropped entries the checkpoint still holds (orbax restores
+    a whole tree only); a checkpoint of another state layout is refused."""
+    saved = manager.item_metadata(step)["state"].tree
+    extra = set(saved) - set(abstract_state)
+    missing = set(abstract_state) - set(saved)
+    if missing or extra - set(DROPPED_STATE_KEYS):
+        raise TrainingError(
+            f"{manager.directory / str(step)}: the saved train state has entries "
+            f"{sorted(saved)}, this fnst_jax expects {sorted(abstract_state)}; it was written "
+            f"by another fnst_jax version. Train into a new --workdir."
+        )
+    replicated = abstract_state["step"].sharding  # any replicated scalar's layout
+    dropped = {
+        key: jax.ShapeDtypeStruct(saved[key].shape, saved[key].dtype, sharding=replicated)
+        for key in extra
+    }
+    return {**abstract_state, **dropped}
 
 
 def abstract_like(tree: Any) -> Any:
@@ -93,7 +218,8 @@ def restore_latest_params(workdir: str | os.PathLike) -> tuple[dict, dict] | Non
         return None
     manager = ocp.CheckpointManager(
         root,
-        item_names=("state", "data", "run"),
+        item_names=ITEMS,
+        item_handlers=_handlers(),
         options=ocp.CheckpointManagerOptions(read_only=True),
     )
     try:

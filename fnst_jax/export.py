@@ -5,22 +5,29 @@ Layout: one float32 array per TransformerNet parameter, keyed by its path
 uint8 array, holding the format tag and version and whatever the trainer records (style
 image, training pad, loss layers and weights, VGG weights, step). Nothing is pickled: the
 file is read with `allow_pickle=False`.
+
+Training writes WORKDIR/model.npz with `export_model` at every checkpoint (metadata from
+`model_metadata`); `stylize.py` and `evaluate` read it with `load_model`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
+from fnst_jax.errors import UserError
+from fnst_jax.files import write_atomic
+from fnst_jax.losses import LossSpec
 from fnst_jax.transformer_net import TransformerNet
 
 FORMAT = "fnst_jax.model"
@@ -29,11 +36,11 @@ META_KEY = "__fnst_meta__"
 MODEL_FILENAME = "model.npz"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file that is missing, unreadable, or not an fnst_jax model."""
 
 
-def _path_name(path) -> str:
+def _path_name(path: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
@@ -48,23 +55,51 @@ def flat_params(model: TransformerNet) -> dict[str, np.ndarray]:
 
 
 def save_model(path: str | os.PathLike, model: TransformerNet, metadata: dict[str, Any]) -> Path:
-    """Write the model atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the model atomically (`files.write_atomic`: a crash leaves the old file)."""
     meta = {"format": FORMAT, "version": VERSION, **metadata}
     arrays = {k: v.astype(np.float32) for k, v in flat_params(model).items()}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, write)
+
+
+def model_metadata(
+    config: ml_collections.ConfigDict, spec: LossSpec, vgg_preprocessing: str, step: int
+) -> dict[str, Any]:
+    """What an exported model records about its training (JSON-serialisable)."""
+    return {
+        "pad": int(config.train.pad),
+        "image_size": int(config.train.image_size),
+        "style_image": str(Path(config.style_image).absolute()),
+        "style_size": config.style_size,
+        "loss": dataclasses.asdict(spec),
+        "vgg": {"weights": config.vgg.weights, "preprocessing": vgg_preprocessing},
+        "step": int(step),
+        "config": json.loads(json.dumps(config.to_dict(), default=str)),
+    }
+
+
+def export_model(
+    workdir: str | os.PathLike, graphdef: nnx.GraphDef, params: Any, metadata: dict[str, Any]
+) -> None:
+    """Write WORKDIR/model.npz from training parameters (process 0 only; `params` may be
+    replicated global arrays): what stylize.py and evaluate load."""
+    if jax.process_index() != 0:
+        return
+    host_params = jax.tree.map(lambda x: np.asarray(_first_local_copy(x)), params)
+    save_model(Path(workdir) / MODEL_FILENAME, nnx.merge(graphdef, host_params), metadata)
+
+
+def _first_local_copy(x: Any) -> Any:
+    """A replicated array's copy on this process's first device (a multi-process global
+    array cannot be read whole by one process)."""
+    return x.addressable_data(0) if isinstance(x, jax.Array) else x
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:

@@ -10,18 +10,21 @@ Writes (process 0 only):
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import matplotlib
+import ml_collections
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from fnst_jax.files import write_atomic, write_text_atomic  # noqa: E402
+from fnst_jax.image_io import to_uint8  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
 CHART_FILE = "loss.png"
@@ -30,7 +33,16 @@ CHART_TERMS = ("content", "style", "tv")
 
 
 class Monitor:
-    def __init__(self, workdir: Path, config, start_step: int, enabled: bool = True):
+    """Progress bar or log lines, metrics.jsonl, TensorBoard, the loss chart and sample grids.
+    Every process keeps one (for the images/s figure); only an `enabled` one writes."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: ml_collections.ConfigDict,
+        start_step: int,
+        enabled: bool = True,
+    ) -> None:
         self.workdir = Path(workdir)
         self.enabled = enabled
         self.total_steps = config.train.steps
@@ -72,9 +84,7 @@ class Monitor:
                 continue
             if record.get("step", 0) <= start_step:
                 records.append(record)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
         return records
 
     def tick(self, batch_size: int) -> None:
@@ -140,12 +150,8 @@ class Monitor:
         if not self.enabled:
             return
         grid = sample_grid(inputs, stylized)
-        folder = self.workdir / SAMPLES_DIR
-        folder.mkdir(exist_ok=True)
-        path = folder / f"step_{step:06d}.png"
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        path = self.workdir / SAMPLES_DIR / f"step_{step:06d}.png"
+        write_atomic(path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
         self._writer.add_image("samples", grid, step, dataformats="HWC")
 
     def plot(self) -> None:
@@ -173,11 +179,10 @@ class Monitor:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = self.workdir / CHART_FILE
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, path)
+        try:
+            write_atomic(self.workdir / CHART_FILE, lambda tmp: fig.savefig(tmp, format="png"))
+        finally:
+            plt.close(fig)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -189,7 +194,7 @@ class Monitor:
 def sample_grid(inputs: np.ndarray, stylized: np.ndarray) -> np.ndarray:
     """Inputs on the top row, their stylizations below, as one uint8 image."""
     top = np.concatenate(list(inputs), axis=1)
-    bottom = np.concatenate(list(np.clip(np.rint(stylized), 0, 255).astype(np.uint8)), axis=1)
+    bottom = np.concatenate(list(to_uint8(stylized)), axis=1)
     return np.concatenate([top, bottom], axis=0)
 
 

@@ -37,6 +37,10 @@ Terms = dict[str, jax.Array]
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
 
+class TrainingError(UserError, RuntimeError):
+    """A run that cannot start or go on; the message says why and what to do."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
     """What the step is compiled for (static: a change means a new compilation)."""
@@ -51,7 +55,7 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     """Adam (the paper's); plain SGD is there for numerics checks, where Adam's sign-like
     first steps would magnify float rounding of near-zero gradients."""
     if name not in OPTIMIZERS:
-        raise UserError(f"train.optimizer must be one of {sorted(OPTIMIZERS)}, not {name!r}")
+        raise TrainingError(f"train.optimizer must be one of {sorted(OPTIMIZERS)}, not {name!r}")
     return OPTIMIZERS[name](learning_rate)
 
 

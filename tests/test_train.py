@@ -1,5 +1,6 @@
 """Training end to end on the smoke config: files, resume after SIGKILL, jit == pmap == 1 device,
-2 processes == 1 process, non-finite steps skipped. Subprocess runs share a compilation cache."""
+2 processes == 1 process, a run of non-finite steps stopped, user errors on one line.
+Subprocess runs share a compilation cache. The step itself is tested in test_train_step.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import pytest
 from PIL import Image
 
 from configs import smoke
-from fnst_jax import export, train_lib
+from fnst_jax import data, export, train_lib, train_step
+from fnst_jax.losses import LossSpec
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -105,8 +107,8 @@ PARALLEL_CHECK = ("--config.train.optimizer=sgd", "--config.train.lr=0.01")
 def assert_same_training(a, b) -> None:
     """The parameter updates (final - initial) of two runs agree to float rounding."""
     config = smoke.get_config()
-    graphdef, state, _ = train_lib.init_state(config, jax.random.PRNGKey(config.train.seed))
-    initial = export.flat_params(train_lib.merge_params(graphdef, state["params"]))
+    _, params = train_step.init_model(jax.random.PRNGKey(config.train.seed), jnp.float32)
+    initial = export.flatten_params(params)
     assert a.keys() == b.keys() == initial.keys()
     update_a = np.concatenate([(a[k] - initial[k]).ravel() for k in sorted(a)])
     update_b = np.concatenate([(b[k] - initial[k]).ravel() for k in sorted(a)])
@@ -154,7 +156,9 @@ def test_smoke_run_writes_everything_and_resumes(tmp_path, style_image):
         # Two rows (inputs, stylized) of the validation images side by side.
         assert grid.size == (32 * config.num_validation_images, 64)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert len((tmp_path / "validation_images.txt").read_text().splitlines()) == 6
+    # Every held-out image is listed (how many depends on the data block's held-out rule).
+    held_out = (tmp_path / "validation_images.txt").read_text().splitlines()
+    assert held_out == data.validation_descriptions(config.data, image_size=32) != []
     assert (tmp_path / "checkpoints" / "6").is_dir()
 
     # A workdir whose model was not exported yet loads from its latest checkpoint.
@@ -264,22 +268,8 @@ def test_two_processes_match_one_process(tmp_path, style_image, compile_cache):
     )
 
 
-def test_nonfinite_step_is_skipped():
-    params = {"w": jnp.ones(3)}
-    tx = train_lib.optax.adam(0.1)
-    state = train_lib.new_state(params, tx, jax.random.PRNGKey(0))
-    bad, _ = train_lib.apply_gradients(
-        state, {"total": jnp.float32(np.nan)}, {"w": jnp.full(3, np.nan)}, tx
-    )
-    np.testing.assert_array_equal(bad["params"]["w"], params["w"])
-    assert int(bad["nonfinite_run"]) == 1 and int(bad["step"]) == 1
-    good, _ = train_lib.apply_gradients(bad, {"total": jnp.float32(1.0)}, {"w": jnp.ones(3)}, tx)
-    assert int(good["nonfinite_run"]) == 0 and int(good["nonfinite_total"]) == 1
-    assert not np.allclose(good["params"]["w"], params["w"])
-
-
 def test_nonfinite_run_stops_with_clear_error(tmp_path, style_image, monkeypatch):
-    real_loss = train_lib.perceptual_loss
+    real_loss = train_step.perceptual_loss
 
     def exploding_loss(*args, **kwargs):
         total, terms = real_loss(*args, **kwargs)
@@ -289,7 +279,7 @@ def test_nonfinite_run_stops_with_clear_error(tmp_path, style_image, monkeypatch
     config = smoke_config(
         style_image, **{"train.max_nonfinite": 2, "log_every": 1, "loss.auto_balance": False}
     )
-    monkeypatch.setattr(train_lib, "perceptual_loss", exploding_loss)
+    monkeypatch.setattr(train_step, "perceptual_loss", exploding_loss)
     with pytest.raises(train_lib.TrainingError, match="non-finite"):
         train_lib.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "model.npz").exists()
@@ -299,3 +289,33 @@ def test_missing_style_image_is_a_clear_error(tmp_path):
     config = smoke_config(tmp_path / "nope.jpg")
     with pytest.raises(train_lib.TrainingError, match="nope.jpg"):
         train_lib.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_entry_point_reports_a_user_error_on_one_line(tmp_path, style_image, compile_cache):
+    """train.py catches UserError only: one `error:` line naming the file, exit status 2."""
+    result = subprocess.run(
+        train_command(tmp_path / "run", style_image, f"--config.style_image={tmp_path}/nope.jpg"),
+        env=train_env(compile_cache),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "nope.jpg" in errors[0] and "no such file" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_balance_weights_equalises_the_first_batch_terms():
+    spec = LossSpec(style_weight=2.0, content_weight=3.0, tv_weight=0.5)
+    raw = {"raw_content": 4.0, "raw_style": 0.01, "raw_tv": 100.0}
+    balanced = train_lib.balance_weights(spec, raw)
+    content = 3.0 * 4.0
+    # Style weight 2.0: the style term starts at twice the content term; TV 0.5: half.
+    assert balanced.content_weight == 3.0
+    assert balanced.style_weight * raw["raw_style"] == pytest.approx(2.0 * content)
+    assert balanced.tv_weight * raw["raw_tv"] == pytest.approx(0.5 * content)
+    # A zero or non-finite raw term leaves its weight as configured.
+    unchanged = train_lib.balance_weights(spec, dict(raw, raw_style=0.0, raw_tv=float("nan")))
+    assert (unchanged.style_weight, unchanged.tv_weight) == (2.0, 0.5)

@@ -17,7 +17,7 @@ from fnst_jax.transformer_net import (
     upsample_nearest,
 )
 
-jax.config.update("jax_disable_most_optimizations", True)  # compile time dominates here
+pytestmark = pytest.mark.usefixtures("fast_compile")  # compile time dominates here
 
 
 @pytest.fixture(scope="module")

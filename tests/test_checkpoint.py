@@ -1,0 +1,110 @@
+"""Checkpoints and the workdir check: round trip, old checkpoints with an `rng` entry, refusals.
+
+Resuming a real run (SIGKILL during a save included) is tested end to end in test_train.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import smoke
+from fnst_jax import checkpoint, train_step
+from fnst_jax.train_step import TrainingError
+
+
+def small_state() -> dict:
+    return train_step.new_state({"w": jnp.arange(3.0), "b": jnp.ones((2, 2))}, optax.adam(0.1))
+
+
+def save_one(workdir, step: int, state: dict, run_info: dict | None = None) -> None:
+    manager = checkpoint.make_manager(workdir, keep=2)
+    try:
+        checkpoint.save(manager, step, state, {"position": step}, run_info or {"weights": 1})
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+
+
+def restore(workdir, state: dict):
+    manager = checkpoint.make_manager(workdir, keep=2)
+    try:
+        return checkpoint.restore_latest(manager, checkpoint.abstract_like(state))
+    finally:
+        manager.close()
+
+
+def test_round_trip_of_the_latest_checkpoint(tmp_path):
+    assert restore(tmp_path, small_state()) is None
+    state = small_state()
+    save_one(tmp_path, 3, state)
+    later = dict(state, step=jnp.int32(7), params={"w": jnp.zeros(3), "b": jnp.ones((2, 2))})
+    save_one(tmp_path, 7, later, {"weights": 2})
+    step, restored, data_state, run_info = restore(tmp_path, state)
+    assert step == 7 and data_state == {"position": 7} and run_info == {"weights": 2}
+    assert restored.keys() == later.keys()
+    jax.tree.map(np.testing.assert_array_equal, restored, later)
+
+
+def test_old_checkpoint_with_an_rng_entry_is_restored_without_it(tmp_path):
+    """fnst_jax 0.1 saved an unused PRNG key in the train state; such workdirs still resume."""
+    state = small_state()
+    save_one(tmp_path, 5, dict(state, rng=jax.random.PRNGKey(0)))
+    step, restored, _, _ = restore(tmp_path, state)
+    assert step == 5 and restored.keys() == state.keys()
+    jax.tree.map(np.testing.assert_array_equal, restored, state)
+
+
+def test_checkpoint_of_another_state_layout_is_refused_naming_it(tmp_path):
+    state = small_state()
+    save_one(tmp_path, 2, dict(state, ema_params=state["params"]))
+    with pytest.raises(TrainingError, match=rf"{tmp_path}.*ema_params.*new --workdir"):
+        restore(tmp_path, state)
+    missing = {k: v for k, v in state.items() if k != "nonfinite_total"}
+    save_one(tmp_path / "other", 2, missing)
+    with pytest.raises(TrainingError, match="nonfinite_total"):
+        restore(tmp_path / "other", state)
+
+
+def test_restore_latest_params_reads_params_and_model_metadata(tmp_path):
+    assert checkpoint.restore_latest_params(tmp_path) is None
+    state = small_state()
+    save_one(tmp_path, 4, dict(state, rng=jax.random.PRNGKey(1)), {"model_metadata": {"pad": 4}})
+    params, meta = checkpoint.restore_latest_params(tmp_path)
+    assert meta == {"pad": 4}
+    jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, state["params"]))
+
+
+def test_workdir_config_check(tmp_path):
+    config = smoke.get_config()
+    workdir = checkpoint.prepare_workdir(tmp_path / "run", config)
+    recorded = json.loads((workdir / checkpoint.CONFIG_FILE).read_text())
+    assert recorded["train"]["steps"] == config.train.steps
+
+    # Resumable keys may change; the file then records the new values.
+    config.train.steps = 99
+    config.log_every = 7
+    checkpoint.check_workdir_config(workdir, config)
+    assert json.loads((workdir / checkpoint.CONFIG_FILE).read_text())["train"]["steps"] == 99
+
+    changed = smoke.get_config()
+    changed.loss.tv_weight = 5.0
+    changed.train.lr = 0.5
+    with pytest.raises(TrainingError, match=r"loss.tv_weight: 0.1 -> 5.0.*train.lr"):
+        checkpoint.check_workdir_config(workdir, changed)
+
+
+def test_unusable_workdirs_are_user_errors(tmp_path):
+    config = smoke.get_config()
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(TrainingError, match="cannot create"):
+        checkpoint.prepare_workdir(not_a_folder / "run", config)
+    (tmp_path / checkpoint.CONFIG_FILE).write_text("{cut off")
+    with pytest.raises(TrainingError, match="unreadable run config"):
+        checkpoint.prepare_workdir(tmp_path, config)

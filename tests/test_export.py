@@ -1,0 +1,138 @@
+"""The model file: round trip, metadata, refusals with clear messages, atomic writes, and the
+checkpoint fallback of a workdir that has not exported yet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import smoke
+from fnst_jax import checkpoint, export, train_step
+from fnst_jax.errors import UserError
+from fnst_jax.train_lib import loss_spec_from_config
+from fnst_jax.transformer_net import TransformerNet
+
+
+@pytest.fixture(scope="module")
+def model() -> TransformerNet:
+    return TransformerNet(rngs=nnx.Rngs(7))
+
+
+def test_round_trip_keeps_every_parameter_and_the_metadata(tmp_path, model):
+    path = export.save_model(tmp_path / "m.npz", model, {"pad": 8, "style_image": "s.jpg"})
+    loaded, meta = export.load_model(path)
+    np.testing.assert_equal(export.flat_params(loaded), export.flat_params(model))
+    assert meta == {
+        "format": export.FORMAT,
+        "version": export.VERSION,
+        "pad": 8,
+        "style_image": "s.jpg",
+    }
+    # A folder stands for its model.npz.
+    export.save_model(tmp_path / "run" / export.MODEL_FILENAME, model, {})
+    assert export.resolve_model_path(tmp_path / "run") == tmp_path / "run" / "model.npz"
+    assert list(tmp_path.glob(".*")) == []  # no temporary file left
+
+
+def test_bfloat16_load_keeps_float32_parameters(tmp_path, model):
+    path = export.save_model(tmp_path / "m.npz", model, {})
+    loaded, _ = export.load_model(path, dtype=jnp.bfloat16)
+    assert {v.dtype for v in export.flat_params(loaded).values()} == {np.dtype(np.float32)}
+
+
+def _with_meta(path, meta: dict, arrays: dict) -> None:
+    blob = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays, **{export.META_KEY: blob})
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p, m: None, "model file not found"),
+        (lambda p, m: p.write_bytes(b"garbage"), "not an fnst_jax model file"),
+        (lambda p, m: np.savez(p, weights=np.zeros(3)), "no __fnst_meta__"),
+        (lambda p, m: _with_meta(p, {"format": "other"}, {}), "format 'other'"),
+        (
+            lambda p, m: _with_meta(p, {"format": export.FORMAT, "version": 99}, {}),
+            "newer than this fnst_jax",
+        ),
+        (
+            lambda p, m: _with_meta(
+                p, {"format": export.FORMAT, "version": 1}, dict(export.flat_params(m), extra=1)
+            ),
+            "unexpected \\['extra'\\]",
+        ),
+    ],
+)
+def test_bad_model_files_are_user_errors_naming_the_file(tmp_path, model, make, message):
+    path = tmp_path / "model.npz"
+    make(path, model)
+    with pytest.raises(export.ModelFileError, match=message) as error:
+        export.load_model(path)
+    assert str(path) in str(error.value)
+    assert isinstance(error.value, UserError) and isinstance(error.value, ValueError)
+
+
+def test_wrong_parameter_shape_is_refused(tmp_path, model):
+    arrays = export.flat_params(model)
+    name = sorted(arrays)[0]
+    arrays[name] = np.zeros((1, 2))
+    _with_meta(tmp_path / "m.npz", {"format": export.FORMAT, "version": 1}, arrays)
+    with pytest.raises(export.ModelFileError, match=f"parameter {name} has shape"):
+        export.load_model(tmp_path / "m.npz")
+
+
+def test_failed_write_leaves_the_previous_file(tmp_path, model, monkeypatch):
+    path = export.save_model(tmp_path / "m.npz", model, {"step": 1})
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        export.save_model(path, model, {"step": 2})
+    assert export.read_model(path)[1]["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_export_model_from_training_params_with_its_metadata(tmp_path):
+    config = smoke.get_config()
+    config.style_image = "style.png"
+    graphdef, params = train_step.init_model(jax.random.PRNGKey(0), jnp.float32)
+    spec = loss_spec_from_config(config.loss)
+    meta = export.model_metadata(config, spec, "torch", step=12)
+    json.dumps(meta)  # JSON-serialisable (no config or numpy objects left)
+    export.export_model(tmp_path, graphdef, params, meta)
+
+    model, loaded = export.load_model(tmp_path)
+    assert loaded["step"] == 12 and loaded["pad"] == config.train.pad
+    assert loaded["style_image"] == str(Path.cwd() / "style.png")
+    assert tuple(loaded["loss"]["style_layers"]) == config.loss.style_layers
+    assert loaded["vgg"] == {"weights": "random", "preprocessing": "torch"}
+    assert loaded["config"]["train"]["steps"] == config.train.steps
+    expected = export.flatten_params(params)
+    np.testing.assert_equal(export.flat_params(model), expected)
+
+
+def test_workdir_without_model_falls_back_to_its_latest_checkpoint(tmp_path):
+    """A run stopped before its first export still stylizes (from checkpoints/N)."""
+    tx = train_step.make_optimizer("adam", 1e-3)
+    _, state = train_step.init_state(jax.random.PRNGKey(1), jnp.float32, tx)
+    manager = checkpoint.make_manager(tmp_path, keep=1)
+    checkpoint.save(manager, 3, state, {}, {"model_metadata": {"pad": 4, "step": 3}})
+    manager.wait_until_finished()
+    manager.close()
+
+    model, meta = export.load_model(tmp_path)
+    assert meta == {"pad": 4, "step": 3}
+    np.testing.assert_equal(export.flat_params(model), export.flatten_params(state["params"]))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(export.ModelFileError, match="neither an exported model"):
+        export.load_model(empty)

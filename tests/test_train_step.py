@@ -1,0 +1,94 @@
+"""The train step on tiny shapes: the state, the update and its non-finite skip, the jitted step
+against the validation forward. The loop around it is tested end to end in test_train.py."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fnst_jax import train_step
+from fnst_jax.errors import UserError
+from fnst_jax.losses import LossSpec, style_grams
+
+SPEC = LossSpec(style_layers=("relu1_1", "relu2_1"), content_layer="relu2_2", style_weight=1e3)
+
+
+def test_nonfinite_step_is_skipped():
+    """A non-finite step leaves the parameters and the optimizer state unchanged."""
+    params = {"w": jnp.ones(3)}
+    tx = optax.adam(0.1)
+    state = train_step.new_state(params, tx)
+    # One good step first, so Adam's moments are not zeros that a wrong update could keep.
+    state, _ = train_step.apply_gradients(
+        state, {"total": jnp.float32(1.0)}, {"w": jnp.ones(3)}, tx
+    )
+    bad, _ = train_step.apply_gradients(
+        state, {"total": jnp.float32(np.nan)}, {"w": jnp.full(3, np.nan)}, tx
+    )
+    jax.tree.map(np.testing.assert_array_equal, bad["params"], state["params"])
+    jax.tree.map(np.testing.assert_array_equal, bad["opt_state"], state["opt_state"])
+    assert int(bad["nonfinite_run"]) == 1 and int(bad["step"]) == 2
+    good, _ = train_step.apply_gradients(bad, {"total": jnp.float32(1.0)}, {"w": jnp.ones(3)}, tx)
+    assert int(good["nonfinite_run"]) == 0 and int(good["nonfinite_total"]) == 1
+    assert not np.allclose(good["params"]["w"], state["params"]["w"])
+
+
+def test_finite_loss_with_infinite_gradient_is_skipped():
+    tx = optax.sgd(0.1)
+    state = train_step.new_state({"w": jnp.ones(2)}, tx)
+    bad, metrics = train_step.apply_gradients(
+        state, {"total": jnp.float32(1.0)}, {"w": jnp.array([1.0, np.inf])}, tx
+    )
+    np.testing.assert_array_equal(bad["params"]["w"], state["params"]["w"])
+    assert int(bad["nonfinite_total"]) == 1 and not np.isfinite(float(metrics["grad_norm"]))
+
+
+def test_init_state_is_seeded_and_has_no_rng():
+    tx = optax.adam(1e-3)
+    graphdef, state = train_step.init_state(jax.random.PRNGKey(3), jnp.float32, tx)
+    assert set(state) == {"params", "opt_state", "step", "nonfinite_run", "nonfinite_total"}
+    assert int(state["step"]) == 0
+    # The same seed gives the same parameters, whatever the compute dtype.
+    _, bf16_params = train_step.init_model(jax.random.PRNGKey(3), jnp.bfloat16)
+    jax.tree.map(np.testing.assert_array_equal, state["params"], bf16_params)
+    _, other = train_step.init_model(jax.random.PRNGKey(4), jnp.float32)
+    assert not np.array_equal(
+        state["params"]["conv1"]["conv"]["conv"]["kernel"],
+        other["conv1"]["conv"]["conv"]["kernel"],
+    )
+
+
+def test_unknown_optimizer_is_a_user_error():
+    with pytest.raises(UserError, match="train.optimizer"):
+        train_step.make_optimizer("adagrad", 1e-3)
+
+
+@pytest.mark.usefixtures("fast_compile")
+def test_jit_step_trains_and_reports_the_validation_objective(vgg4):
+    """One jitted step on a 1-device mesh: its loss terms are the validation forward's at the
+    same parameters (one objective), and it updates the parameters."""
+    tx = train_step.make_optimizer("adam", 1e-2)
+    graphdef, state = train_step.init_state(jax.random.PRNGKey(0), jnp.float32, tx)
+    config = train_step.StepConfig(graphdef, SPEC, pad=2, dtype=jnp.float32)
+    images = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)), jnp.float32)
+    grams = style_grams(vgg4, images[:1], SPEC.style_layers)
+    initial = jax.tree.map(np.asarray, state["params"])
+
+    terms, _ = train_step.make_eval_fn(config)(state["params"], images, vgg4, grams)
+    step = train_step.make_jit_step(train_step.make_mesh(), tx, config)
+    new, metrics = step(state, images, vgg4, grams)
+
+    assert int(new["step"]) == 1 and int(new["nonfinite_total"]) == 0
+    for key, value in terms.items():
+        # Same computation, compiled twice (with and without the backward pass): float32
+        # rounding only.
+        np.testing.assert_allclose(float(metrics[key]), float(value), rtol=1e-5, err_msg=key)
+    assert float(metrics["grad_norm"]) > 0
+    moved = [
+        np.abs(np.asarray(a) - b).max()
+        for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(initial), strict=True)
+    ]
+    assert max(moved) > 1e-3  # Adam moves every weight with a gradient by ~lr
