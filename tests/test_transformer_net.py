@@ -1,4 +1,5 @@
-"""TransformerNet: shapes at any size, parameter count, padding conventions, bf16."""
+"""TransformerNet: shapes at any size, parameter count, padding conventions, the box-aware
+forward that buckets and tiles use, bf16."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from flax import nnx
 
 from fnst_jax.transformer_net import (
+    NormControl,
     ReflectConv,
     TransformerNet,
     count_params,
@@ -55,10 +57,61 @@ def test_stylize_padded_shape_and_clipping(model):
     assert stylize_padded(model, x, 8).shape == x.shape
     # A pad larger than the image is clipped to what reflection allows.
     assert stylize_padded(model, x, 50).shape == x.shape
-    # pad=0 is the plain model.
-    np.testing.assert_allclose(
-        np.asarray(stylize_padded(model, x, 0)), np.asarray(model(x)), atol=1e-4
-    )
+
+
+def test_stylize_padded_is_the_network_on_the_reflected_image(model):
+    """Checked against padding done independently (numpy's reflect, then the crop)."""
+    x = _images((1, 21, 26, 3), seed=4)
+    padded = np.pad(np.asarray(x), ((0, 0), (6, 6), (6, 6), (0, 0)), mode="reflect")
+    expected = np.asarray(model(jnp.asarray(padded)))[:, 6:-6, 6:-6]
+    np.testing.assert_allclose(np.asarray(stylize_padded(model, x, 6)), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 6])
+@pytest.mark.parametrize("pad", [0, 1, 4, 9])
+def test_reflect_pad_inside_a_box_is_numpy_reflect(size, pad):
+    """Reflection at the box edges, for a box that is the whole array, is numpy's reflect
+    mode (including pads longer than the axis)."""
+    x = jnp.arange(2 * size * 5, dtype=jnp.float32).reshape(2, size, 5, 1)
+    box = jnp.array([[0, size, 0, 5]] * 2, jnp.int32)
+    expected = np.pad(np.asarray(x), ((0, 0), (pad, pad + 1), (pad, 2), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(np.asarray(reflect_pad(x, pad, pad + 1, pad, 2, box)), expected)
+
+
+def test_forward_in_a_box_is_the_reference_forward(model):
+    """An image laid out in a larger array (garbage around it, different offsets per image)
+    comes out exactly as the network run on the image alone: the bucketing contract."""
+    rng = np.random.default_rng(5)
+    images = [rng.uniform(0, 255, (24, 36, 3)), rng.uniform(0, 255, (16, 20, 3))]
+    offsets = [(8, 12), (4, 0)]
+    array = rng.uniform(0, 255, (2, 48, 56, 3)).astype(np.float32)
+    boxes = []
+    for index, (image, (top, left)) in enumerate(zip(images, offsets, strict=True)):
+        array[index, top : top + image.shape[0], left : left + image.shape[1]] = image
+        boxes.append((top, top + image.shape[0], left, left + image.shape[1]))
+    norms = NormControl()
+    output = np.asarray(model.forward(jnp.asarray(array), jnp.asarray(boxes, jnp.int32), norms))
+    assert len(norms.used) == 15  # every instance norm measured inside its box
+    for index, (image, (top, left)) in enumerate(zip(images, offsets, strict=True)):
+        expected = np.asarray(model(jnp.asarray(image[None], jnp.float32)))[0]
+        got = output[index, top : top + image.shape[0], left : left + image.shape[1]]
+        np.testing.assert_allclose(got, expected, atol=2e-3)  # measured ~4e-6 of 0..255
+
+
+def test_given_statistics_and_sums(model):
+    """Normalising with the moments an image measures itself changes nothing, and the
+    summaries over the whole box are those moments (what exact tiling builds on)."""
+    x = _images((1, 32, 40, 3), seed=6)
+    box = jnp.array([[0, 32, 0, 40]], jnp.int32)
+    measured = NormControl(sum_box=box)
+    reference = model.forward(x, box, measured)
+    given = model.forward(x, box, NormControl(given=measured.used))
+    np.testing.assert_allclose(np.asarray(given), np.asarray(reference), atol=1e-4)
+    for (mean, var), (count, sum_mean, squares) in zip(measured.used, measured.sums, strict=True):
+        np.testing.assert_allclose(np.asarray(sum_mean), np.asarray(mean), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(squares / count), np.asarray(var), rtol=1e-4, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("stride", [1, 2])
