@@ -74,10 +74,15 @@ def _without_aliases(help_text: str) -> str:
 
 
 def define_vgg_layers(
-    name: str, default: Sequence[str] | None, help_text: str, flag_values: flags.FlagValues
+    name: str,
+    default: Sequence[str] | None,
+    help_text: str,
+    flag_values: flags.FlagValues,
+    module_name: str,
 ) -> None:
-    """A comma-separated list of VGG19 taps (`relu1_1,relu2_1`), checked by name."""
-    flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
+    """A comma-separated list of VGG19 taps (`relu1_1,relu2_1`), checked by name; listed in
+    --help with the flags of `module_name` (the caller's __name__)."""
+    flags.DEFINE_list(name, default, help_text, flag_values=flag_values, module_name=module_name)
     flags.register_validator(
         name,
         lambda layers: layers is None or (len(layers) > 0 and set(layers) <= set(RELU_LAYERS)),

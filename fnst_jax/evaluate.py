@@ -5,17 +5,22 @@ loss that per-image L-BFGS optimisation (Gatys et al.) reaches after 50 to 100 i
 This module measures exactly that, with the objective training used: the loss spec, VGG
 weights and preprocessing, style image and size, and border pad all come from the model's
 metadata, and the numbers come from `losses.perceptual_loss`, the function the training
-step calls. Only the images are new.
+step calls. Only the images are new, and the model's output is clipped to the pixel range
+before it is scored (training scores it unclipped: the two agree while it stays in range).
 
-    python -m fnst_jax.evaluate --model workdir/model.npz --images photos/ \
-        --baseline-iterations 50,100,300 --json eval.json
+    python -m fnst_jax.evaluate --model workdir/model.npz --images photos/ --json eval.json
 
 prints a table (per image and mean: weighted content, style and TV loss, their total,
-stylization wall time, and the optimiser's loss at each iteration count), writes the JSON
-report and an input | stylized grid PNG. Exit status: 0, 1 if some image failed (each is
-named with its reason on stderr, the others are still evaluated), 2 if the model, VGG
-weights, style image or outputs are unusable. The command line follows `fnst_jax.cli`
-(absl flags, hyphens or underscores); the optimiser is `fnst_jax.gatys.optimize`.
+stylization wall time, and the optimiser's loss at each iteration count), then where the
+model's loss falls on the optimiser's loss curve (`equivalent_iterations`: interpolated in
+log-iterations, or "fewer than the first count" / "more than the last count"), writes the JSON
+report and an input | stylized grid PNG. Both sides are scored inside the valid pixel range:
+the model's output clipped to [0, 255] (what `stylize.py` writes, before rounding), the
+optimiser's image projected onto it after every step (`gatys.PIXEL_RANGE`).
+Exit status: 0, 1 if some image failed (each is named with its reason on stderr, the others
+are still evaluated), 2 if the model, VGG weights, style image or outputs are unusable. The
+command line follows `fnst_jax.cli` (absl flags, hyphens or underscores); the optimiser is
+`fnst_jax.gatys.optimize`.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from fnst_jax.errors import UsageError, UserError
 from fnst_jax.export import load_model
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
-from fnst_jax.vgg import PREPROCESSING, RELU_LAYERS, VGG19
+from fnst_jax.vgg import PREPROCESSING, VGG19
 
-DEFAULT_BASELINE_ITERATIONS = (50, 100, 300)
+# Small counts too: a model worse than 50 L-BFGS iterations still gets a figure.
+DEFAULT_BASELINE_ITERATIONS = (1, 2, 5, 10, 20, 50, 100, 300)
 GRID_ROW_HEIGHT = 256
 # Report keys of the weighted loss terms of `perceptual_loss`.
 TERM_KEYS = {
@@ -73,7 +79,9 @@ class Evaluator:
 
         @jax.jit
         def stylize(state: nnx.State, images: jax.Array) -> jax.Array:
-            return stylize_padded(nnx.merge(graphdef, state), images, pad)
+            # What the model can deliver: its output inside the pixel range (stylize.py clips
+            # it too), the same constraint the optimiser's image is held to.
+            return gatys.to_pixel_range(stylize_padded(nnx.merge(graphdef, state), images, pad))
 
         @jax.jit
         def score(
@@ -87,7 +95,8 @@ class Evaluator:
         self._compiled_shapes: set[tuple[int, ...]] = set()
 
     def stylize(self, images: jax.Array) -> tuple[jax.Array, float]:
-        """(N, H, W, 3) in [0, 255] -> (unclamped stylized float32, steady-state seconds).
+        """(N, H, W, 3) in [0, 255] -> (stylized float32 clipped to [0, 255], unrounded;
+        steady-state seconds).
 
         The first call at a new shape compiles; it is run once untimed so that the time
         reported is what a user pays per image, not the compiler's.
@@ -161,17 +170,55 @@ def parse_iterations(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def matched_iterations(model_total: float, baseline: Mapping[int, float]) -> int | None:
-    """The smallest listed iteration count at which the optimiser's loss is at or below the
-    model's; None when the model beats the optimiser at every listed count."""
-    for iterations in sorted(baseline):
-        if baseline[iterations] <= model_total:
-            return iterations
-    return None
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """Where the model's total loss falls on the optimiser's loss curve.
+
+    bound "interpolated": the optimiser reaches the model's loss after `equivalent` (float)
+    iterations; `iterations` is that count rounded. "fewer_than": the optimiser is already
+    below the model at the first count evaluated, `iterations`. "more_than": the model is
+    below the optimiser at every count, up to the last one, `iterations`. (equivalent is None
+    for both bounds.)
+    """
+
+    bound: str
+    iterations: int
+    equivalent: float | None = None
+
+
+def equivalent_iterations(model_total: float, baseline: Mapping[int, float]) -> Match | None:
+    """The number of optimiser iterations worth the model: where the optimiser's loss curve
+    first comes down to the model's loss. None for an empty baseline.
+
+    The curve runs through the recorded (count, loss) points, linear in log(count) between
+    them. The first crossing counts: on a curve that is not monotone (Adam; a mean of
+    curves), the first count at which the loss is at or below the model's ends the search,
+    and the crossing is interpolated within the segment before it. A loss equal to the
+    model's at a recorded count matches that count exactly.
+    """
+    counts = sorted(baseline)
+    if not counts:
+        return None
+    if counts[0] <= 0:
+        raise ValueError(f"iteration counts must be positive (log scale), got {counts}")
+    reached = [c for c in counts if baseline[c] <= model_total]
+    if not reached:
+        return Match("more_than", counts[-1])
+    first = reached[0]
+    if first == counts[0]:
+        if baseline[first] < model_total:
+            return Match("fewer_than", first)
+        return Match("interpolated", first, float(first))
+    before = counts[counts.index(first) - 1]
+    above, below = baseline[before], baseline[first]  # above > model_total >= below
+    fraction = (above - model_total) / (above - below)
+    equivalent = float(np.exp(np.log(before) + fraction * (np.log(first) - np.log(before))))
+    return Match("interpolated", round(equivalent), equivalent)
 
 
 def summarize(results: Sequence[Mapping[str, Any]], iterations: Sequence[int]) -> dict[str, Any]:
-    """Means over images of every term, the optimiser's mean loss per count, and the match."""
+    """Means over images of every term, the optimiser's mean loss per count, and where the
+    mean model loss falls on the mean optimiser curve (`equivalent_iterations`)."""
     summary: dict[str, Any] = {
         key: float(np.mean([r[key] for r in results])) for key in TERM_KEYS.values()
     }
@@ -181,7 +228,10 @@ def summarize(results: Sequence[Mapping[str, Any]], iterations: Sequence[int]) -
     summary["ratio"] = {
         str(it): summary["total_loss"] / loss if loss > 0 else None for it, loss in baseline.items()
     }
-    summary["matched_iterations"] = matched_iterations(summary["total_loss"], baseline)
+    match = equivalent_iterations(summary["total_loss"], baseline)
+    summary["matched_iterations"] = match.iterations if match else None
+    summary["matched_iterations_bound"] = match.bound if match else None
+    summary["equivalent_iterations"] = match.equivalent if match else None
     summary["num_images"] = len(results)
     return summary
 
@@ -252,8 +302,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_integer(
         "style-size", None, "style image shorter side (default: the model's)", lower_bound=1, **fv
     )
-    flags.DEFINE_list(
-        "style-layers", None, "override the model's style layers (layer weights reset to 1)", **fv
+    cli.define_vgg_layers(
+        "style-layers",
+        None,
+        "override the model's style layers (layer weights reset to 1)",
+        flag_values,
+        __name__,
     )
     flags.DEFINE_string("vgg-weights", None, "VGG19 weights (default: the model's)", **fv)
     flags.DEFINE_enum("vgg-preprocessing", None, PREPROCESSING, "override the convention", **fv)
@@ -279,13 +333,6 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_boolean("no-grid", False, "do not write the grid", **fv)
     flags.DEFINE_boolean("overwrite", False, "replace existing outputs", **fv)
-    flags.register_validator(
-        "style-layers",
-        lambda layers: set(layers or ()) <= set(RELU_LAYERS),
-        message=f"unknown VGG19 layer; expected names among {', '.join(RELU_LAYERS)}",
-        flag_values=flag_values,
-    )
-    cli.accept_both_spellings(flag_values)
 
 
 class SetupError(UserError):
@@ -310,16 +357,6 @@ def _outputs(flag: Mapping[str, Any]) -> tuple[Path | None, Path | None]:
     return json_path, grid_path
 
 
-def _load_vgg(weights: str, preprocessing: str | None, spec: LossSpec) -> VGG19:
-    """`vgg_weights.load_vgg` (its errors name the file), checked deep enough for the loss."""
-    vgg = vgg_weights.load_vgg(weights, preprocessing)
-    try:
-        vgg.check_layers(spec.vgg_layers)
-    except ValueError as e:  # weights too shallow for the loss layers (names the weights)
-        raise SetupError(str(e)) from None
-    return vgg
-
-
 def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
     model, meta = load_model(flag["model"])  # export.ModelFileError: a UserError
     missing = [k for k in ("loss", "vgg", "pad", "image_size", "style_image") if k not in meta]
@@ -340,7 +377,8 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
     preprocessing = flag["vgg-preprocessing"] or (
         None if flag["vgg-weights"] else meta["vgg"].get("preprocessing")
     )
-    vgg = _load_vgg(weights, preprocessing, spec)
+    vgg = vgg_weights.load_vgg(weights, preprocessing)  # its errors name the file
+    vgg.check_layers(spec.vgg_layers)  # too shallow for the loss: VGGLayerError, a UserError
     style = flag["style"] or meta["style_image"]
     style_size = flag["style-size"] or meta.get("style_size")
     try:
@@ -400,25 +438,29 @@ def _print_summary(
 
 
 def matched_sentence(model_total: float, baseline: Mapping[str, float], optimiser: str) -> str:
-    """The report's conclusion in words (the contract's `matched_iterations`, explained)."""
+    """The report's conclusion in words (`equivalent_iterations`, explained)."""
     counts = sorted(int(k) for k in baseline)
-    matched = matched_iterations(model_total, {it: baseline[str(it)] for it in counts})
-    if matched is None:
+    match = equivalent_iterations(model_total, {it: baseline[str(it)] for it in counts})
+    if match is None:
+        return "no optimiser baseline"
+    if match.bound == "more_than":
         return (
-            f"the model's loss is below the optimiser's at every listed count "
-            f"(up to {counts[-1]} iterations of {optimiser})"
+            f"the model is worth more than {match.iterations} iterations of {optimiser}: its "
+            f"loss is below the optimiser's at every count evaluated (up to {match.iterations})"
         )
-    if matched == counts[0] and baseline[str(matched)] < model_total:
+    if match.bound == "fewer_than":
         return (
-            f"the optimiser is already below the model's loss after {matched} iterations "
-            f"(the first listed count; {optimiser})"
+            f"the model is worth fewer than {match.iterations} iteration(s) of {optimiser}: "
+            f"the optimiser is below the model's loss already at {match.iterations}, the first "
+            "count evaluated"
         )
-    if matched == counts[0]:
-        return f"the model matches the optimiser at {matched} iterations ({optimiser})"
-    previous = counts[counts.index(matched) - 1]
+    if match.equivalent in counts:
+        return f"the model is worth {match.iterations} iterations of {optimiser} (an exact match)"
+    above = max(c for c in counts if c < match.equivalent)
+    below = min(c for c in counts if c > match.equivalent)
     return (
-        f"the model matches the optimiser at ~{matched} iterations "
-        f"(between {previous} and {matched}; {optimiser})"
+        f"the model is worth ~{match.equivalent:.3g} iterations of {optimiser} (its loss lies "
+        f"between the optimiser's at {above} and {below}; interpolated in log-iterations)"
     )
 
 
@@ -453,10 +495,7 @@ def _evaluate_image(
     return result, (image, image_io.to_uint8(stylized[0]))
 
 
-def _run(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
-    positional = cli.parse(flag_values, argv, USAGE)
-    if positional is None:
-        return cli.EXIT_OK
+def _run(flag_values: flags.FlagValues, positional: Sequence[str]) -> int:
     cli.require(flag_values, "model", "images")
     flag = flag_values.flag_values_dict()
     if flag["image-size"] is not None and flag["full-size"]:
@@ -503,13 +542,10 @@ def _run(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; `argv` is what follows the program name (default: sys.argv[1:]).
+    """The command line; `argv` is sys.argv-style, program name first (default: sys.argv).
     Exit status 0, 1 when some image failed (the others are evaluated), 2 when the model,
     VGG weights, style image, outputs or flags are unusable."""
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    args = [PROG, *(sys.argv[1:] if argv is None else argv)]
-    return cli.run(lambda: _run(flag_values, args))
+    return cli.run_command(define_flags, _run, sys.argv if argv is None else argv, USAGE)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,21 @@ optimised directly, with L-BFGS (optax's `lbfgs` and its zoom line search, the c
 choice) or Adam, to minimise exactly `losses.perceptual_loss` - the objective training
 uses - against the content image's own features and the style image's Grams.
 
-The optimised variable is the image itself, in [0, 255] pixel units, unconstrained: like
-the network's output during training, it is scored unclamped, and only clipped to
-[0, 255] when saved. (A squashing reparametrisation would change the objective's
-conditioning and make "0 iterations" differ from the initialisation by rounding.)
+The pixel constraint, the same on both sides of evaluate's comparison: an image is scored
+only inside the valid pixel range [0, 255] (`PIXEL_RANGE`, `to_pixel_range`), because that is
+all a model can deliver (`stylize.py` writes its output clipped to [0, 255], then rounded) and
+what the paper's baseline did (projected L-BFGS). Here the optimised variable is the image
+itself, in pixel units, projected onto [0, 255] at the start and after every step, so every
+image the optimiser reports, records a loss for, or returns lies in the range; `evaluate`
+scores the model's output clipped the same way (`to_pixel_range`). Rounding to uint8 is applied
+to neither side: both are scored as float images, and both lose the same <= 0.5 of a level
+when written. L-BFGS's line search searches along the projected path (its objective is the
+loss of the clipped image), so the value it accepts is the loss of the projected point it
+moves to; that value and its gradient (zero for the pixels the step clipped) are reused, as
+in the unconstrained method, with no extra evaluation per step. Adam takes the gradient at
+the (in-range) image and projects after the step. (A squashing reparametrisation instead
+would change the objective's conditioning and make "0 iterations" differ from the
+initialisation by rounding.)
 
 Iterations run inside one jitted `lax.fori_loop` per chunk; chunks end where a loss is
 recorded or logged, so the host only sees the image a handful of times.
@@ -42,6 +53,8 @@ from fnst_jax.vgg import PREPROCESSING, RELU_LAYERS, VGG19, layer_depth
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 DEFAULT_ADAM_LR = 5.0  # pixels per step; the image lives on [0, 255]
+# The valid pixel range: the one constraint on the baseline's image and the model's output.
+PIXEL_RANGE = (0.0, 255.0)
 # The loss terms reported (weighted, as in training's `terms`), in report order.
 REPORTED_TERMS = ("content", "style", "tv", "total")
 
@@ -55,6 +68,12 @@ class OptimizerDivergedError(UserError, FloatingPointError):
 
 class ImageTooSmallError(UserError, ValueError):
     """An image smaller than the loss network's pooling allows."""
+
+
+def to_pixel_range(images: jax.Array) -> jax.Array:
+    """Clip images to `PIXEL_RANGE`: the projection of the optimiser's image after every
+    step, and what evaluate applies to the model's output before scoring it."""
+    return jnp.clip(images, *PIXEL_RANGE)
 
 
 def make_solver(optimizer: str, learning_rate: float | None = None) -> optax.GradientTransformation:
@@ -80,6 +99,11 @@ def _make_runner(
     ) -> jax.Array:
         return perceptual_loss(vgg, image, content_features, target_grams, spec)[0]
 
+    def projected_objective(
+        image: jax.Array, vgg: VGG19, content_features: jax.Array, target_grams: Grams
+    ) -> jax.Array:
+        return objective(to_pixel_range(image), vgg, content_features, target_grams)
+
     @jax.jit
     def run(
         image: jax.Array,
@@ -89,12 +113,14 @@ def _make_runner(
         content_features: jax.Array,
         target_grams: Grams,
     ) -> tuple[jax.Array, optax.OptState]:
-        value_fn = functools.partial(
-            objective, vgg=vgg, content_features=content_features, target_grams=target_grams
-        )
+        targets = {"vgg": vgg, "content_features": content_features, "target_grams": target_grams}
         if optimizer == "lbfgs":
-            # The line search already evaluated value and gradient at the accepted point;
-            # reuse them instead of recomputing (optax's documented L-BFGS loop).
+            # The line search runs along the projected path x -> clip(x + t * d), so the value
+            # it accepts is the loss of the projected point the step moves to. It already
+            # evaluated value and gradient there; reuse them instead of recomputing (optax's
+            # documented L-BFGS loop). The stored gradient is zero for the pixels that were
+            # clipped; they sit on the bound, where the next evaluation sees them again.
+            value_fn = functools.partial(projected_objective, **targets)
             value_and_grad = optax.value_and_grad_from_state(value_fn)
 
             def step(_: jax.Array, carry: Carry) -> Carry:
@@ -103,14 +129,15 @@ def _make_runner(
                 updates, state = solver.update(
                     grad, state, x, value=value, grad=grad, value_fn=value_fn
                 )
-                return optax.apply_updates(x, updates), state
+                return to_pixel_range(optax.apply_updates(x, updates)), state
         else:
+            value_fn = functools.partial(objective, **targets)
 
             def step(_: jax.Array, carry: Carry) -> Carry:
                 x, state = carry
-                grad = jax.grad(value_fn)(x)
+                grad = jax.grad(value_fn)(x)  # at an in-range image: no clip in the way
                 updates, state = solver.update(grad, state, x)
-                return optax.apply_updates(x, updates), state
+                return to_pixel_range(optax.apply_updates(x, updates)), state
 
         # A traced trip count: one compilation serves chunks of any length.
         return jax.lax.fori_loop(0, num_steps, step, (image, opt_state))
@@ -158,9 +185,11 @@ def optimize(
     content_image: (H, W, 3) or (1, H, W, 3) in [0, 255]; its own VGG features are the
     content target. target_grams: the style Grams (`losses.style_grams`), the same ones the
     model was trained against. init: "content" starts from the content image itself (so
-    0 iterations returns it exactly), "noise" from uniform noise on [0, 255] (`seed`).
+    0 iterations returns it exactly; projected onto [0, 255] if it strays outside), "noise"
+    from uniform noise on [0, 255] (`seed`). Every step is projected onto `PIXEL_RANGE`
+    (see the module docstring).
 
-    Returns the optimised image (1, H, W, 3) float32, unclamped (clip when saving), and
+    Returns the optimised image (1, H, W, 3) float32, inside [0, 255] (round when saving), and
     {iteration: {"content", "style", "tv", "total", "seconds"}} for every iteration in
     `record_at` and for `iterations` itself; "seconds" is wall time since the start,
     compilation included. Every `log_every` iterations, `log(iteration, terms)` is called.
@@ -182,7 +211,7 @@ def optimize(
     start = time.perf_counter()
     content = _as_batch(content_image)
     if init == "content":
-        image = content
+        image = to_pixel_range(content)
     else:
         image = jax.random.uniform(jax.random.key(seed), content.shape, jnp.float32, 0.0, 255.0)
     init_state, run, compute_terms = _make_runner(spec, optimizer, learning_rate)
@@ -266,7 +295,13 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_float("style-weight", defaults.style_weight, "style loss weight", **fv)
     flags.DEFINE_float("content-weight", defaults.content_weight, "content loss weight", **fv)
     flags.DEFINE_float("tv-weight", defaults.tv_weight, "total variation loss weight", **fv)
-    flags.DEFINE_list("style-layers", list(defaults.style_layers), "comma-separated VGG taps", **fv)
+    cli.define_vgg_layers(
+        "style-layers",
+        list(defaults.style_layers),
+        "comma-separated VGG taps",
+        flag_values,
+        __name__,
+    )
     flags.DEFINE_string(
         "content-layer", defaults.content_layer, "VGG tap of the content loss", **fv
     )
@@ -295,20 +330,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer("log-every", 50, "print the loss every k steps (0: only at the end)", **fv)
     flags.DEFINE_integer("seed", 0, "noise init seed", **fv)
-    known = set(RELU_LAYERS)
-    flags.register_validator(
-        "style-layers",
-        lambda layers: bool(layers) and set(layers) <= known,
-        message=f"expected one or more VGG19 layers among {', '.join(RELU_LAYERS)}",
-        flag_values=flag_values,
-    )
     flags.register_validator(
         "content-layer",
-        lambda layer: layer in known,
+        lambda layer: layer in RELU_LAYERS,
         message=f"unknown VGG19 layer; expected one of {', '.join(RELU_LAYERS)}",
         flag_values=flag_values,
     )
-    cli.accept_both_spellings(flag_values)
 
 
 def _print_terms(iteration: int, terms: Mapping[str, float]) -> None:
@@ -329,10 +356,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
         )
 
 
-def _run(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
-    positional = cli.parse(flag_values, argv, USAGE)
-    if positional is None:
-        return cli.EXIT_OK
+def _run(flag_values: flags.FlagValues, positional: Sequence[str]) -> int:
     if positional:
         raise UsageError(f"unexpected arguments: {' '.join(positional)} (see --help)")
     cli.require(flag_values, "style", "content", "output")
@@ -351,10 +375,7 @@ def _run(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
     for path, image in ((flag["content"], content), (flag["style"], style)):
         check_image_size(path, image, spec)
     vgg = vgg_weights.load_vgg(flag["vgg-weights"], flag["vgg-preprocessing"])
-    try:
-        vgg.check_layers(spec.vgg_layers)
-    except ValueError as e:  # weights too shallow for the loss layers
-        raise UsageError(str(e)) from None
+    vgg.check_layers(spec.vgg_layers)  # weights too shallow for the loss layers: a UserError
 
     target_grams = style_grams(vgg, jnp.asarray(style, jnp.float32)[None], spec.style_layers)
     iterations, log_every = flag["iterations"], max(flag["log-every"], 0)
@@ -388,12 +409,9 @@ def _run(flag_values: flags.FlagValues, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; `argv` is what follows the program name (default: sys.argv[1:]).
+    """The command line; `argv` is sys.argv-style, program name first (default: sys.argv).
     Exit status 0, 1 when the optimiser diverged, 2 for a usage or input error."""
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    args = [PROG, *(sys.argv[1:] if argv is None else argv)]
-    return cli.run(lambda: _run(flag_values, args))
+    return cli.run_command(define_flags, _run, sys.argv if argv is None else argv, USAGE)
 
 
 if __name__ == "__main__":

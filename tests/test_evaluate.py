@@ -1,4 +1,5 @@
-"""evaluate: the reported losses are the training objective's; the report contract; bad inputs.
+"""evaluate: the reported losses are the training objective's (on the model's output inside
+the pixel range); the equivalent-iterations match; the report contract; bad inputs.
 
 A random TransformerNet, a 4-layer random VGG and 32 px images keep every test in seconds.
 """
@@ -14,7 +15,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import evaluate, export, train_step, vgg_weights
+from fnst_jax import evaluate, export, gatys, train_step, vgg_weights
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
@@ -23,9 +24,21 @@ PAD = 4
 SIZE = 32
 
 
+def _shifted_model(scale: float, shift: float) -> TransformerNet:
+    """A random TransformerNet whose output layer is scaled by `scale` and moved by `shift`.
+    A fresh one returns about -1.5..1.5: shift 128 puts it inside the pixel range."""
+    model = TransformerNet(rngs=nnx.Rngs(0))
+    conv = model.out.conv
+    conv.kernel[...] = conv.kernel[...] * scale
+    conv.bias[...] = conv.bias[...] * scale + shift
+    return model
+
+
 @pytest.fixture(scope="module")
 def model() -> TransformerNet:
-    return TransformerNet(rngs=nnx.Rngs(0))
+    """Output inside [0, 255], so evaluate's clip changes nothing and its loss must equal
+    training's (which scores the output unclipped)."""
+    return _shifted_model(1.0, 128.0)
 
 
 def _image(seed: int, h: int, w: int) -> np.ndarray:
@@ -38,13 +51,15 @@ def _image(seed: int, h: int, w: int) -> np.ndarray:
 
 
 def test_losses_equal_the_training_objective(model, vgg4):
-    """Pinned: what evaluate reports is perceptual_loss on stylize_padded, as training computes."""
+    """Pinned: what evaluate reports is perceptual_loss on stylize_padded, as training computes
+    (for a model whose output stays in [0, 255]; outside it, see the next test)."""
     images = jnp.asarray(np.stack([_image(0, SIZE, SIZE), _image(1, SIZE, SIZE)]), jnp.float32)
     grams = style_grams(vgg4, jnp.asarray(_image(2, 36, 36), jnp.float32)[None], SPEC.style_layers)
     evaluator = evaluate.Evaluator(model, vgg4, SPEC, grams, PAD)
     stylized, results = evaluator.evaluate(images)
 
     expected_stylized = stylize_padded(model, images, PAD)
+    assert 0 < float(expected_stylized.min()) and float(expected_stylized.max()) < 255
     np.testing.assert_allclose(stylized, expected_stylized, rtol=1e-4, atol=1e-3)
     content = content_targets(vgg4, images, SPEC)
     _, batch_terms = perceptual_loss(vgg4, expected_stylized, content, grams, SPEC)
@@ -72,10 +87,68 @@ def test_losses_equal_the_training_objective(model, vgg4):
     )
 
 
-def test_matched_iterations_and_summary():
-    assert evaluate.matched_iterations(1.0, {50: 2.0, 100: 0.9, 300: 0.5}) == 100
-    assert evaluate.matched_iterations(1.0, {50: 1.0, 100: 0.9}) == 50  # "at or below"
-    assert evaluate.matched_iterations(0.1, {50: 2.0, 100: 0.9}) is None
+def test_model_output_is_scored_inside_the_pixel_range(vgg4):
+    """A model whose raw output leaves [0, 255] is scored (and shown) as stylize.py writes it:
+    clipped, the constraint the optimiser's image is held to."""
+    model = _shifted_model(300.0, 128.0)
+    images = jnp.asarray(np.stack([_image(0, SIZE, SIZE)]), jnp.float32)
+    grams = style_grams(vgg4, jnp.asarray(_image(2, 36, 36), jnp.float32)[None], SPEC.style_layers)
+    raw = stylize_padded(model, images, PAD)
+    assert float(raw.min()) < -50 and float(raw.max()) > 300  # well outside, both ends
+    stylized, (result,) = evaluate.Evaluator(model, vgg4, SPEC, grams, PAD).evaluate(images)
+
+    clipped = jnp.clip(raw, 0, 255)
+    np.testing.assert_allclose(stylized, clipped, rtol=1e-4, atol=1e-3)
+    content = content_targets(vgg4, images, SPEC)
+    _, clipped_terms = perceptual_loss(vgg4, clipped, content, grams, SPEC)
+    _, raw_terms = perceptual_loss(vgg4, raw, content, grams, SPEC)
+    assert result["total_loss"] == pytest.approx(float(clipped_terms["total"]), rel=1e-4)
+    assert result["total_loss"] != pytest.approx(float(raw_terms["total"]), rel=1e-2)
+
+
+CURVE = {10: 3.0, 30: 2.0, 100: 1.0, 300: 0.5}
+
+
+@pytest.mark.parametrize(
+    ("model_total", "bound", "iterations", "equivalent"),
+    [
+        # Between two counts: linear in log(iterations). 2.5 is halfway from 3.0 (at 10) to
+        # 2.0 (at 30), so sqrt(10 * 30); 1.25 is 3/4 of the way from 30 to 100.
+        (2.5, "interpolated", 17, np.sqrt(10 * 30)),
+        (1.25, "interpolated", 74, 30 * (100 / 30) ** 0.75),
+        (1.0, "interpolated", 100, 100.0),  # equal at a count: exactly that count
+        (3.0, "interpolated", 10, 10.0),  # equal at the first count
+        (3.5, "fewer_than", 10, None),  # the optimiser is below the model at every count
+        (0.2, "more_than", 300, None),  # the model is below the optimiser at every count
+    ],
+)
+def test_equivalent_iterations_on_a_monotone_curve(model_total, bound, iterations, equivalent):
+    match = evaluate.equivalent_iterations(model_total, CURVE)
+    assert (match.bound, match.iterations) == (bound, iterations)
+    if equivalent is None:
+        assert match.equivalent is None
+    else:
+        assert match.equivalent == pytest.approx(equivalent, rel=1e-9)
+
+
+def test_equivalent_iterations_on_a_non_monotone_curve():
+    """The first crossing counts: the optimiser reaches the model at the first segment that
+    comes down to its loss, whatever the curve does later."""
+    bumpy = {1: 4.0, 2: 2.0, 5: 3.0, 10: 1.0}  # dips below 2.5 at 2, back above at 5
+    match = evaluate.equivalent_iterations(2.5, bumpy)
+    assert match.bound == "interpolated"
+    assert match.equivalent == pytest.approx(2 ** (1.5 / 2.0))  # between 1 (4.0) and 2 (2.0)
+    assert match.iterations == 2  # 1.68 rounded
+    # Below the model at the first count, above it later: still "fewer than the first count".
+    assert evaluate.equivalent_iterations(1.5, {1: 1.0, 2: 2.0}).bound == "fewer_than"
+    # Unordered mappings are read in count order.
+    assert evaluate.equivalent_iterations(2.5, {5: 3.0, 1: 4.0, 10: 1.0, 2: 2.0}) == match
+    assert evaluate.equivalent_iterations(1.0, {}) is None
+    with pytest.raises(ValueError, match="positive"):
+        evaluate.equivalent_iterations(1.0, {0: 2.0, 10: 0.5})
+
+
+def test_summary_and_sentences():
     results = [
         {"content_loss": 1, "style_loss": 2, "tv_loss": 0, "total_loss": 3, "seconds": 0.5,
          "baseline": {"5": 4.0, "10": 2.0}},
@@ -87,13 +160,21 @@ def test_matched_iterations_and_summary():
     assert summary["seconds_per_image"] == 1.0
     assert summary["baseline"] == {"5": 5.0, "10": 3.0}
     assert summary["ratio"] == {"5": 0.8, "10": pytest.approx(4 / 3)}
-    assert summary["matched_iterations"] == 10
+    # The mean model (4) on the mean curve (5 at 5, 3 at 10): halfway in log-iterations.
+    assert summary["matched_iterations_bound"] == "interpolated"
+    assert summary["equivalent_iterations"] == pytest.approx(np.sqrt(5 * 10))
+    assert summary["matched_iterations"] == 7
     sentence = evaluate.matched_sentence
-    assert "~100 iterations (between 50 and 100" in sentence(1.0, {"50": 2.0, "100": 0.9}, "x")
-    assert "already below" in sentence(1.0, {"50": 0.5, "100": 0.4}, "x")
-    assert "below the optimiser's at every" in sentence(0.1, {"50": 2.0, "100": 0.9}, "x")
+    assert "worth ~70.7 iterations of x (its loss lies between the optimiser's at 50 and 100" in (
+        sentence(1.0, {"50": 1.5, "100": 0.5}, "x")
+    )
+    assert "worth 50 iterations of x (an exact match)" in sentence(1.0, {"50": 1.0}, "x")
+    assert "fewer than 50 iteration(s) of x" in sentence(1.0, {"50": 0.5, "100": 0.4}, "x")
+    assert "more than 100 iterations of x" in sentence(0.1, {"50": 2.0, "100": 0.9}, "x")
     assert evaluate.parse_iterations("300, 50,100") == (50, 100, 300)
     assert evaluate.parse_iterations("none") == ()
+    assert evaluate.DEFAULT_BASELINE_ITERATIONS[:4] == (1, 2, 5, 10)
+    assert evaluate.DEFAULT_BASELINE_ITERATIONS[-3:] == (50, 100, 300)
 
 
 @pytest.fixture
@@ -123,7 +204,8 @@ def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     report = tmp_path / "out" / "eval.json"
     argv = [
-        "--model", str(model_file.parent), "--images", str(photos), str(tmp_path / "gone.png"),
+        "evaluate", "--model", str(model_file.parent),
+        "--images", str(photos), str(tmp_path / "gone.png"),
         "--baseline-iterations", "4,2", "--json", str(report),
     ]  # fmt: skip
     assert evaluate.main(argv) == 1  # two bad inputs, the others evaluated
@@ -148,9 +230,11 @@ def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
         np.mean([r["total_loss"] for r in document["images"]])
     )
     baseline = {int(k): v for k, v in summary["baseline"].items()}
-    assert summary["matched_iterations"] == evaluate.matched_iterations(
-        summary["total_loss"], baseline
-    )
+    match = evaluate.equivalent_iterations(summary["total_loss"], baseline)
+    assert summary["matched_iterations"] == match.iterations
+    assert summary["matched_iterations_bound"] == match.bound
+    assert summary["equivalent_iterations"] == match.equivalent
+    assert "the model is worth" in captured.out
     assert document["loss"]["style_layers"] == list(SPEC.style_layers)
     assert len(document["failed"]) == 2
 
@@ -159,9 +243,8 @@ def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
     grams = evaluate.load_style_grams(vgg4, model_file.parent.parent / "style.png", 36,
                                       SPEC.style_layers)  # fmt: skip
     batch = jnp.asarray(image, jnp.float32)[None]
-    _, terms = perceptual_loss(
-        vgg4, stylize_padded(model, batch, PAD), content_targets(vgg4, batch, SPEC), grams, SPEC
-    )
+    stylized = gatys.to_pixel_range(stylize_padded(model, batch, PAD))
+    _, terms = perceptual_loss(vgg4, stylized, content_targets(vgg4, batch, SPEC), grams, SPEC)
     assert document["images"][0]["total_loss"] == pytest.approx(float(terms["total"]), rel=1e-4)
 
     grid = np.asarray(Image.open(report.with_name("eval_grid.png")))
@@ -179,16 +262,16 @@ def test_cli_full_size_without_baseline(model_file, vgg4, tmp_path, monkeypatch,
     Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
     report = tmp_path / "full.json"
     argv = [
-        "--model", str(model_file), "--images", str(tmp_path / "c.png"), "--full-size",
+        "evaluate", "--model", str(model_file), "--images", str(tmp_path / "c.png"), "--full-size",
         "--baseline-iterations", "none", "--json", str(report), "--no-grid",
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
     document = json.loads(report.read_text())
     assert document["images"][0]["size"] == [36, 44]
     assert document["images"][0]["baseline"] == {}
-    assert (
-        document["summary"]["baseline"] == {} and document["summary"]["matched_iterations"] is None
-    )
+    summary = document["summary"]
+    assert summary["baseline"] == {} and summary["matched_iterations"] is None
+    assert summary["matched_iterations_bound"] is None and summary["equivalent_iterations"] is None
     assert document["image_size"] is None
     assert not (tmp_path / "full_grid.png").exists()
 
@@ -202,7 +285,8 @@ def test_cli_bad_model(tmp_path, capsys):
         (corrupt, "not an fnst_jax model file"),
         (tmp_path, "folder has neither an exported model"),
     ):
-        argv = ["--model", str(model_path), "--images", str(tmp_path / "x.png"), "--no-grid"]
+        argv = ["evaluate", "--model", str(model_path), "--images", str(tmp_path / "x.png"),
+                "--no-grid"]  # fmt: skip
         assert evaluate.main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and reason in err, err

@@ -1,4 +1,5 @@
-"""Gatys baseline: exact initialisation, L-BFGS beats Adam, the loss is training's, CLI rules.
+"""Gatys baseline: exact initialisation, L-BFGS beats Adam, the loss is training's, the image
+never leaves the pixel range, CLI rules.
 
 Tiny shapes and a 4-layer random VGG; the spec and image shape are shared by every test so
 the jitted optimiser loop compiles once per optimizer.
@@ -87,6 +88,37 @@ def test_recorded_loss_is_the_training_objective(problem):
     assert logged == [0, 4, 8]
 
 
+@pytest.mark.parametrize(("optimizer", "learning_rate"), [("lbfgs", None), ("adam", 20.0)])
+def test_image_stays_in_the_pixel_range(problem, optimizer, learning_rate):
+    """The baseline is held to what a model can output: every step is projected onto
+    [0, 255]. A black-and-white noise style pushes pixels far past both bounds (unprojected,
+    over a quarter of them leave the range within 12 L-BFGS steps); they must stop on the bounds,
+    and the recorded loss is the returned image's."""
+    vgg, content, _ = problem
+    noise = np.random.default_rng(5).integers(0, 2, (36, 36, 3)) * 255.0
+    grams = style_grams(vgg, noise[None].astype(np.float32), SPEC.style_layers)
+    image, records = gatys.optimize(
+        vgg, content, grams, SPEC, 12, optimizer, learning_rate=learning_rate, record_at=(0,)
+    )
+    image = np.asarray(image)
+    assert image.min() >= 0.0 and image.max() <= 255.0
+    on_bounds = np.mean((image == 0) | (image == 255))
+    assert on_bounds > np.mean((content == 0) | (content == 255)) + 0.03  # pushed onto them
+    assert image.min() == 0.0 and image.max() == 255.0
+    assert records[12]["total"] < 0.1 * records[0]["total"]
+    target = content_targets(vgg, content[None].astype(np.float32), SPEC)
+    _, terms = perceptual_loss(vgg, image, target, grams, SPEC)
+    assert records[12]["total"] == pytest.approx(float(terms["total"]), rel=1e-4)
+
+
+def test_initial_image_is_projected(problem):
+    vgg, content, grams = problem
+    stray = content.astype(np.float32) * 1.4 - 30  # about -30..327
+    image, _ = gatys.optimize(vgg, stray, grams, SPEC, 0)
+    np.testing.assert_array_equal(np.asarray(image[0]), np.clip(stray, 0, 255))
+    assert stray.min() < 0 and stray.max() > 255
+
+
 def test_bad_arguments(problem):
     vgg, content, grams = problem
     with pytest.raises(ValueError, match="record_at"):
@@ -108,7 +140,7 @@ def test_cli(problem, tmp_path, monkeypatch, capsys):
     Image.fromarray(_smooth_image(1, 36, 36)).save(tmp_path / "style.png")
     output = tmp_path / "out" / "slow.png"
     argv = [
-        "--style", str(tmp_path / "style.png"), "--content", str(tmp_path / "content.png"),
+        "gatys", "--style", str(tmp_path / "style.png"), "--content", str(tmp_path / "content.png"),
         "--output", str(output), "--iterations", "4", "--log-every", "2",
         "--style-layers", "relu1_1,relu2_1", "--content-layer", "relu2_2",
         "--vgg-weights", "some.npz",
@@ -125,12 +157,12 @@ def test_cli(problem, tmp_path, monkeypatch, capsys):
     assert gatys.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {output}: already exists (pass --overwrite to replace it)"
-    missing = [*argv[:2], "--content", str(tmp_path / "nope.png"), *argv[4:], "--overwrite"]
+    missing = [*argv[:3], "--content", str(tmp_path / "nope.png"), *argv[5:], "--overwrite"]
     assert gatys.main(missing) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope.png" in err and "\n" not in err
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
-    corrupt = [*argv[:2], "--content", str(tmp_path / "bad.jpg"), *argv[4:], "--overwrite"]
+    corrupt = [*argv[:3], "--content", str(tmp_path / "bad.jpg"), *argv[5:], "--overwrite"]
     assert gatys.main(corrupt) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path / 'bad.jpg'}: ") and "\n" not in err
