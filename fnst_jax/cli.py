@@ -24,6 +24,9 @@ from absl import flags
 from fnst_jax.errors import UsageError, UserError
 from fnst_jax.vgg import RELU_LAYERS
 
+# Flags this module defines for a caller (aliases, layer lists) belong to that caller in --help.
+flags.disclaim_key_flags()
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -74,15 +77,10 @@ def _without_aliases(help_text: str) -> str:
 
 
 def define_vgg_layers(
-    name: str,
-    default: Sequence[str] | None,
-    help_text: str,
-    flag_values: flags.FlagValues,
-    module_name: str,
+    name: str, default: Sequence[str] | None, help_text: str, flag_values: flags.FlagValues
 ) -> None:
-    """A comma-separated list of VGG19 taps (`relu1_1,relu2_1`), checked by name; listed in
-    --help with the flags of `module_name` (the caller's __name__)."""
-    flags.DEFINE_list(name, default, help_text, flag_values=flag_values, module_name=module_name)
+    """A comma-separated list of VGG19 taps (`relu1_1,relu2_1`), checked by name."""
+    flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
     flags.register_validator(
         name,
         lambda layers: layers is None or (len(layers) > 0 and set(layers) <= set(RELU_LAYERS)),

@@ -307,7 +307,6 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         None,
         "override the model's style layers (layer weights reset to 1)",
         flag_values,
-        __name__,
     )
     flags.DEFINE_string("vgg-weights", None, "VGG19 weights (default: the model's)", **fv)
     flags.DEFINE_enum("vgg-preprocessing", None, PREPROCESSING, "override the convention", **fv)

@@ -300,7 +300,6 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         list(defaults.style_layers),
         "comma-separated VGG taps",
         flag_values,
-        __name__,
     )
     flags.DEFINE_string(
         "content-layer", defaults.content_layer, "VGG tap of the content loss", **fv
