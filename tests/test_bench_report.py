@@ -26,6 +26,23 @@ def test_ratios_and_table_with_a_failed_run():
     assert "FAILED: timed out after 10 s" in table and "2.00x" in table
 
 
+def test_table_marks_records_measured_under_load():
+    load = dict(load_before=0.3, load_after=1.1, worker_load=0.9, cores=2)
+    records = [
+        dict(BASE, **load, framework="jax", median_s=0.1, loaded=False),
+        dict(BASE, **dict(load, load_before=3.5, load_after=5.7), framework="torch-compile",
+             median_s=0.2, loaded=True),
+    ]  # fmt: skip
+    lines = report.format_table(records).splitlines()
+    assert lines[2].startswith("jax ") and lines[3].startswith("torch-compile* ")
+    assert lines[2].index(" train-step") == lines[3].index(" train-step")  # columns kept
+    assert lines[-1].startswith("* measured under load: the machine's 1-minute load average ")
+    assert "(3.50-5.70) was above its 2 usable cores" in lines[-1]
+    assert "measured under load" not in report.format_table(records[:1])
+    assert "measured under load" not in report.format_table([dict(BASE, framework="jax",
+                                                                  median_s=0.1)])  # fmt: skip
+
+
 def test_peak_lookup_and_override(monkeypatch):
     # A table of its own, so the test checks the lookup, not the datasheet figures.
     monkeypatch.setattr(report, "PEAK_TFLOPS", {("X9", "bfloat16"): 100.0, ("X9", "float32"): 5.0})

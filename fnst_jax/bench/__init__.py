@@ -10,7 +10,10 @@ no framework's threads or allocator disturb another's. All frameworks get the sa
 same deterministic random VGG19) and the same computation: see BENCHMARKS.md.
 
 Where things happen:
-- `__main__`: the flags; the parent's loop over configurations, each in a worker process.
+- `__main__`: the flags, the parsed options, the printed report.
+- `harness`: the parent's loop over configurations, each in a worker process once the
+  machine is idle (1-minute load at most the usable cores: waited for up to `--wait-idle`
+  seconds, else refused unless `--allow-loaded`), the load before and after in each record.
 - `jax_worker`: the project's own train step (`fnst_jax.train_step`: `make_jit_step` on a
   1-device mesh, state donated) or the stylize forward, timed. It imports the step module
   alone: no data pipeline, checkpointing or monitoring code.
@@ -28,7 +31,8 @@ The persistent compilation cache is NOT used (compile times are cold); torch.com
 fresh inductor/triton cache folder per process for the same reason.
 
 Output: a table on stdout, the JSON list of records (--json) and a bar chart (--chart,
-default: the JSON path with .png).
+default: the JSON path with .png). A record measured on a busy machine is `loaded` in the
+JSON, marked `*` in the table (with a footnote) and hatched in the chart.
 """
 
 from __future__ import annotations

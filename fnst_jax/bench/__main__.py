@@ -7,6 +7,8 @@ r"""The benchmark's command line: `python -m fnst_jax.bench [flags]` (see BENCHM
 Flags are absl's on a fresh FlagValues (`fnst_jax.cli`); hyphens and underscores both work.
 The list flags take comma-separated values and every combination runs. `--worker` /
 `--result` are internal: the parent starts each configuration's process with them.
+A busy machine (1-minute load above its usable cores) is waited for up to `--wait-idle`
+seconds, then refused unless `--allow-loaded` (see `harness`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fnst_jax.vgg import CONV_LAYERS
 USAGE = """\
 usage: python -m fnst_jax.bench [--frameworks jax,torch,torch-compile] [--task train-step,stylize]
            [--batch-size N,...] [--image-size PX,...] [--dtype float32,bfloat16] [--json OUT.json]
+           [--wait-idle SECONDS] [--allow-loaded]
        python -m fnst_jax.bench --merge A.json [B.json ...] [--json OUT.json]
 
 Time the fnst_jax train step / stylization against PyTorch (eager and torch.compile)."""
@@ -64,6 +67,16 @@ def define_flags(fv: flags.FlagValues) -> None:
         "default: all", **f,
     )  # fmt: skip
     flags.DEFINE_float("worker_timeout", 1800.0, "seconds per configuration", lower_bound=0, **f)
+    # The machine: a 1-minute load average above the usable cores is a busy machine.
+    flags.DEFINE_float(
+        "wait_idle", 60.0, "seconds to wait for a busy machine to quiet down before each "
+        "configuration; still busy then: stop with an error (see --allow-loaded)",
+        lower_bound=0, **f,
+    )  # fmt: skip
+    flags.DEFINE_bool(
+        "allow_loaded", False, "measure on a busy machine anyway, without waiting; the records "
+        "are marked loaded (JSON) and * (table)", **f,
+    )  # fmt: skip
     # Output.
     flags.DEFINE_float(
         "peak_tflops", None, "peak TFLOP/s for MFU (default: a table of known GPUs; none on CPU)",
@@ -128,6 +141,8 @@ def options_from_flags(fv: flags.FlagValues) -> harness.BenchOptions:
         mode=fv.mode,
         cpus=_ints(fv, "cpus", 0) if fv.cpus else None,
         worker_timeout=fv.worker_timeout,
+        wait_idle=fv.wait_idle,
+        allow_loaded=fv.allow_loaded,
     )
 
 

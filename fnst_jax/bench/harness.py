@@ -6,6 +6,13 @@ size, dtype and framework) and runs each in a fresh `python -m fnst_jax.bench --
 process, one after another, with a per-framework environment (`worker_env`). A worker that
 fails or times out yields an error record; the others still run. `run_worker` is the worker
 process's side: pin the cores, run `jax_worker` or `torch_worker`, write the record.
+
+Machine load: before each configuration the parent reads the 1-minute load average
+(`load_average`). Above the usable cores (`usable_cores`) it waits up to `--wait-idle` seconds
+for the machine to quiet down, then refuses (BenchError) unless `--allow-loaded`. Every record
+gets `load_before`, `load_after` (read when its worker has exited), `cores`, `worker_load` (the
+worker's own estimated share of `load_after`) and `loaded`: the load of everything else was
+above the cores before or after, so the time is not an idle machine's (`load_fields`).
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +39,8 @@ from fnst_jax.vgg import layer_depth
 
 DEVICES = ("auto", "cpu", "gpu")
 MODES = ("same", "best")
+IDLE_POLL_S = 5.0  # how often a busy machine's load is read again (the kernel's own interval)
+LOAD_WINDOW_S = 60.0  # the time constant of the 1-minute load average
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +62,8 @@ class BenchOptions:
     mode: str  # one of MODES
     cpus: tuple[int, ...] | None
     worker_timeout: float  # seconds per configuration
+    wait_idle: float = 60.0  # seconds to wait for a busy machine before each configuration
+    allow_loaded: bool = False  # measure on a busy machine anyway (the records are marked)
 
 
 def check_layers(options: BenchOptions) -> None:
@@ -159,6 +173,107 @@ def run_worker_process(config: BenchConfig, scratch: Path, timeout: float) -> Re
     return json.loads(result_path.read_text())
 
 
+# ----------------------------------------------------------------------------- machine load
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (tasks running or waiting to run, and in disk I/O)."""
+    return os.getloadavg()[0]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity on this OS
+        return os.cpu_count() or 1
+
+
+def wait_until_idle(cores: int, wait_s: float, allow_loaded: bool) -> float:
+    """The 1-minute load once it is at most `cores`, polled for up to `wait_s` seconds.
+
+    Still above after that: BenchError, unless `allow_loaded` (then the load right away)."""
+    load = load_average()
+    if load <= cores:
+        return load
+    if allow_loaded:
+        print(
+            f"    warning: load {load:.2f} > {cores} cores; measuring anyway (--allow-loaded), "
+            "the record is marked as loaded",
+            file=sys.stderr,
+        )
+        return load
+    if wait_s > 0:
+        print(
+            f"    machine busy (load {load:.2f} > {cores} cores): waiting up to {wait_s:g} s "
+            "for it to quiet down (--wait-idle)",
+            file=sys.stderr,
+            flush=True,
+        )
+    waited = 0.0
+    while load > cores and waited < wait_s:
+        pause = min(IDLE_POLL_S, wait_s - waited)
+        time.sleep(pause)
+        waited += pause
+        load = load_average()
+    if load > cores:
+        raise BenchError(
+            f"the machine is busy: its 1-minute load average is {load:.2f}, above its {cores} "
+            f"usable cores, after waiting {wait_s:g} s (--wait-idle); timings now would "
+            "measure the other jobs too. Run it on a quiet machine, wait longer (--wait-idle "
+            "SECONDS), or pass --allow-loaded to measure anyway (the records are marked as loaded)"
+        )
+    return load
+
+
+def load_fields(
+    load_before: float, load_after: float, cores: int, worker_cpu_s: float, wall_s: float
+) -> Record:
+    """A record's load fields; `loaded` when the load of everything but the worker exceeded
+    `cores` before or after it ran.
+
+    The worker's own threads raise `load_after`: a run that keeps every core busy for minutes
+    brings it close to `cores` on an idle machine. Its share is estimated from its mean CPU use
+    (CPU seconds / wall seconds), weighted as the 1-minute average weighs a run of that length,
+    and left out of the comparison. A starved worker uses less CPU than it asks for, so under
+    contention the estimate is low and the mark errs towards `loaded`."""
+    own = worker_cpu_s / wall_s * (1 - math.exp(-wall_s / LOAD_WINDOW_S)) if wall_s > 0 else 0.0
+    return {
+        "load_before": round(load_before, 2),
+        "load_after": round(load_after, 2),
+        "worker_load": round(own, 2),
+        "cores": cores,
+        "loaded": load_before > cores or load_after - own > cores,
+    }
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(config: BenchConfig, scratch: Path, options: BenchOptions) -> Record:
+    """Run one configuration's worker once the machine is idle (or --allow-loaded), and add
+    the machine's load before and after to its record."""
+    cores = usable_cores()
+    load_before = wait_until_idle(cores, options.wait_idle, options.allow_loaded)
+    cpu_start, wall_start = _children_cpu_s(), time.monotonic()
+    record = run_worker_process(config, scratch, options.worker_timeout)
+    worker_cpu_s, wall_s = _children_cpu_s() - cpu_start, time.monotonic() - wall_start
+    record.update(load_fields(load_before, load_average(), cores, worker_cpu_s, wall_s))
+    if record["loaded"]:
+        print(
+            f"    measured under load: 1-minute load {record['load_before']:.2f} before, "
+            f"{record['load_after']:.2f} after (this worker's share ~{record['worker_load']:.2f}),"
+            f" {cores} cores",
+            file=sys.stderr,
+        )
+    return record
+
+
+# ----------------------------------------------------------------------------- the runs
+
+
 def run_benchmarks(
     options: BenchOptions, json_path: Path, peak_tflops: float | None
 ) -> list[Record]:
@@ -188,7 +303,12 @@ def run_benchmarks(
                 file=sys.stderr,
                 flush=True,
             )
-            record = run_worker_process(config, Path(tmp) / f"run{index}", options.worker_timeout)
+            try:
+                record = run_measured(config, Path(tmp) / f"run{index}", options)
+            except BenchError as e:
+                if not records:
+                    raise
+                raise BenchError(f"{e}; the records measured before are in {json_path}") from e
             if "error" in record:
                 print(f"    failed: {record['error']}", file=sys.stderr)
             report.add_mfu(record, peak_tflops)

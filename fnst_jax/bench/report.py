@@ -3,7 +3,9 @@ the chart; and the merge of earlier runs' JSON files into one report.
 
 Every configuration yields one record (a flat dict, see `measure.base_record`); a failed one
 holds its settings and `error`. The JSON file is the list of records, rewritten atomically
-after each configuration so that a run cut short keeps what it measured.
+after each configuration so that a run cut short keeps what it measured. A record measured on
+a busy machine (`loaded`, see `harness.load_fields`) is marked `*` in the table, with a
+footnote, and hatched in the chart.
 """
 
 from __future__ import annotations
@@ -88,8 +90,27 @@ def add_ratios(records: list[Record]) -> None:
                     record[name] = group[other]["median_s"] / record["median_s"]
 
 
+LOADED_MARK = "*"
+
+
+def loaded_footnote(records: list[Record]) -> str | None:
+    """The table's footnote for the records measured under load (None when there are none)."""
+    loaded = [r for r in records if r.get("loaded")]
+    if not loaded:
+        return None
+    loads = [r[k] for r in loaded for k in ("load_before", "load_after")]
+    cores = "/".join(str(n) for n in sorted({r["cores"] for r in loaded}))
+    return (
+        f"{LOADED_MARK} measured under load: the machine's 1-minute load average "
+        f"({min(loads):.2f}-{max(loads):.2f}) was above its {cores} usable cores before or "
+        "after the run (load_before, load_after, worker_load in the JSON); not an idle "
+        "machine's time"
+    )
+
+
 def format_table(records: list[Record]) -> str:
-    """One line per record: times, throughput, compile time, memory, FLOP/s, MFU, ratios."""
+    """One line per record: times, throughput, compile time, memory, FLOP/s, MFU, ratios; a
+    record measured under load is marked, with a footnote."""
     header = (
         f"{'framework':14} {'task':10} {'batch':>5} {'size':>5} {'dtype':8} {'dev':3} "
         f"{'median ms':>10} {'min-max ms':>17} {'img/s':>8} {'compile s':>9} {'peak MB':>8} "
@@ -97,8 +118,9 @@ def format_table(records: list[Record]) -> str:
     )
     lines = [header, "-" * len(header)]
     for r in records:
+        framework = r["framework"] + (LOADED_MARK if r.get("loaded") else "")
         head = (
-            f"{r['framework']:14} {r['task']:10} {r['batch_size']:>5} {r['image_size']:>5} "
+            f"{framework:14} {r['task']:10} {r['batch_size']:>5} {r['image_size']:>5} "
             f"{r['dtype']:8} {r['device']:3} "
         )
         if "error" in r:
@@ -116,7 +138,8 @@ def format_table(records: list[Record]) -> str:
             + (f"{ratio:7.2f}x " if ratio else f"{'-':>8} ")
             + (f"{ratio_c:8.2f}x" if ratio_c else f"{'-':>9}")
         )
-    return "\n".join(lines)
+    footnote = loaded_footnote(records)
+    return "\n".join(lines + ([footnote] if footnote else []))
 
 
 def write_json(records: list[Record], path: Path) -> None:
@@ -164,7 +187,10 @@ def write_chart(records: list[Record], path: Path, mode: str) -> None:
     labels = list(dict.fromkeys(_label(r) for r in ok))
     frameworks = list(dict.fromkeys(r["framework"] for r in ok))
     images_per_s: dict[tuple[str, str], float] = {}
+    loaded: set[tuple[str, str]] = set()
     for r in ok:  # the first record of a (framework, configuration) wins
+        if (r["framework"], _label(r)) not in images_per_s and r.get("loaded"):
+            loaded.add((r["framework"], _label(r)))
         images_per_s.setdefault((r["framework"], _label(r)), r["images_per_s"])
     width = 0.8 / len(frameworks)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) * len(frameworks) / 2), 4.5))
@@ -172,11 +198,17 @@ def write_chart(records: list[Record], path: Path, mode: str) -> None:
         values = [images_per_s.get((framework, label), 0.0) for label in labels]
         xs = [x + (i - (len(frameworks) - 1) / 2) * width for x in range(len(labels))]
         bars = ax.bar(xs, values, width, label=framework)
+        for bar, label in zip(bars, labels, strict=True):
+            if (framework, label) in loaded:
+                bar.set_hatch("//")
         ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("images / s (higher is better)")
     device = ok[0].get("device_name", ok[0]["device"])
-    ax.set_title(f"fnst_jax benchmark ({mode} computation) on {device}", fontsize=9)
+    title = f"fnst_jax benchmark ({mode} computation) on {device}"
+    if loaded:
+        title += "\nhatched: measured under load (1-minute load above the cores)"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
