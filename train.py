@@ -3,7 +3,9 @@
     python train.py --config configs/default.py --workdir runs/starry \
         --config.style_image=path/to/style.jpg [--config.KEY=VALUE ...]
 
-Rerunning the same command resumes from the latest checkpoint in --workdir.
+Rerunning the same command resumes from the latest checkpoint in --workdir. SIGINT/SIGTERM save
+a checkpoint and exit with status 128 + signal; in a multi-host run a signal to any process
+stops them all after the same step.
 Multi-host: start one process per host with --coordinator_address, --num_processes and
 --process_id (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
 A problem the user can fix (a missing style image, a workdir of another run, ...) ends with

@@ -2,9 +2,21 @@
 
 Layout: one float32 array per TransformerNet parameter, keyed by its path
 (`conv1/conv/conv/kernel`, ...), plus `__fnst_meta__`, a UTF-8 JSON document stored as a
-uint8 array, holding the format tag and version and whatever the trainer records (style
-image, training pad, loss layers and weights, VGG weights, step). Nothing is pickled: the
-file is read with `allow_pickle=False`.
+uint8 array, holding the format tag and version and whatever the trainer records. Nothing is
+pickled: the file is read with `allow_pickle=False`.
+
+The metadata training records (`model_metadata`):
+  format, version    "fnst_jax.model", 1
+  pad                the reflection pad (px) the model was trained with
+  image_size         the training crop size (px)
+  style_image        absolute path of the style image; style_size: its resize (shorter side)
+  style_thumbnail    the style image as a base64-encoded JPEG whose longest side is at most
+                     `THUMBNAIL_SIZE` px (for a page to show; `style_thumbnail_jpeg` decodes
+                     it). Optional: models exported before it existed have none.
+  loss               the loss layers and (balanced) weights (`losses.LossSpec` as a dict)
+  vgg                {"weights", "preprocessing"} of the loss network
+  step               the training step the parameters are from
+  config             the whole training config
 
 Training writes WORKDIR/model.npz with `export_model` at every checkpoint (metadata from
 `model_metadata`); `stylize.py` and `evaluate` read it with `load_model`.
@@ -12,7 +24,10 @@ Training writes WORKDIR/model.npz with `export_model` at every checkpoint (metad
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import io
 import json
 import os
 import zipfile
@@ -24,7 +39,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from PIL import Image
 
+from fnst_jax import image_io
 from fnst_jax.errors import UserError
 from fnst_jax.files import write_atomic
 from fnst_jax.losses import LossSpec
@@ -34,6 +51,9 @@ FORMAT = "fnst_jax.model"
 VERSION = 1
 META_KEY = "__fnst_meta__"
 MODEL_FILENAME = "model.npz"
+STYLE_THUMBNAIL_KEY = "style_thumbnail"
+THUMBNAIL_SIZE = 128  # px, the longest side at most
+THUMBNAIL_QUALITY = 85  # JPEG: 5-10 KB at 128 px, 7-14 KB of base64 in the metadata
 
 
 class ModelFileError(UserError, ValueError):
@@ -70,10 +90,16 @@ def save_model(path: str | os.PathLike, model: TransformerNet, metadata: dict[st
 
 
 def model_metadata(
-    config: ml_collections.ConfigDict, spec: LossSpec, vgg_preprocessing: str, step: int
+    config: ml_collections.ConfigDict,
+    spec: LossSpec,
+    vgg_preprocessing: str,
+    step: int,
+    style_thumbnail: str | None = None,
 ) -> dict[str, Any]:
-    """What an exported model records about its training (JSON-serialisable)."""
-    return {
+    """What an exported model records about its training (JSON-serialisable; the keys are
+    listed in this module's docstring). `style_thumbnail`, from `make_style_thumbnail`, is
+    recorded when given."""
+    metadata = {
         "pad": int(config.train.pad),
         "image_size": int(config.train.image_size),
         "style_image": str(Path(config.style_image).absolute()),
@@ -83,6 +109,31 @@ def model_metadata(
         "step": int(step),
         "config": json.loads(json.dumps(config.to_dict(), default=str)),
     }
+    if style_thumbnail is not None:
+        metadata[STYLE_THUMBNAIL_KEY] = style_thumbnail
+    return metadata
+
+
+def make_style_thumbnail(style_rgb: np.ndarray) -> str:
+    """A uint8 RGB style image -> the `style_thumbnail` entry: a base64-encoded JPEG, shrunk
+    (never enlarged) so that its longest side is at most THUMBNAIL_SIZE px."""
+    image = Image.fromarray(np.asarray(style_rgb, np.uint8), "RGB")
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image_io.encode_image(buffer, np.asarray(image), format="jpg", quality=THUMBNAIL_QUALITY)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def style_thumbnail_jpeg(metadata: dict[str, Any]) -> bytes | None:
+    """The JPEG bytes of a model's style thumbnail; None for a model exported without one
+    (or with an unreadable one: it is only a picture)."""
+    encoded = metadata.get(STYLE_THUMBNAIL_KEY)
+    if not isinstance(encoded, str):
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def export_model(

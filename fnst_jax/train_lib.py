@@ -8,6 +8,8 @@ Where things happen:
                    one place where the two differ
   state is saved   `_Checkpointer.save`: `fnst_jax.checkpoint` (orbax) and
                    `fnst_jax.export.export_model` (WORKDIR/model.npz)
+  stopping         `_StopRequest`: SIGINT/SIGTERM, agreed by every process on one step
+  validation       `prepare_validation`: the fixed batch, and WORKDIR/validation_images.txt
 What the user sees (progress, metrics, TensorBoard, chart, samples) is `train_monitor`.
 """
 
@@ -16,8 +18,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -55,22 +59,38 @@ from fnst_jax.vgg import VGG19
 from fnst_jax.vgg_weights import load_vgg
 
 VALIDATION_FILE = "validation_images.txt"
+VALIDATION_DIR = "validation"  # the validation images of sources whose records are not files
+MAX_SLUG_LENGTH = 60  # characters of a record's name kept in its validation file's name
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Train (or resume) a style model in `workdir`; returns the last logged train metrics."""
+    """Train (or resume) a style model in `workdir`; returns the last logged train metrics.
+
+    SIGINT/SIGTERM (from the start, so that one during setup is not lost) stop the run after
+    a step every process agrees on, with a checkpoint, then exit with status 128 + signal.
+    """
+    with _StopRequest() as stop:
+        metrics = _train(config, workdir, stop)
+    if stop.agreed:
+        sys.exit(128 + stop.agreed)
+    return metrics
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) -> dict[str, float]:
+    """The run itself: setup, then the loop; `stop` is polled after every step."""
     workdir = checkpoint.prepare_workdir(workdir, config)
     dtype = _check_config(config)
     placement = make_placement(config.parallel)
+    stop.agree_over(placement.mesh)
     style_image = load_style_target(config)
     vgg, spec = _load_vgg_and_spec(config)
     target_grams = _style_target_grams(vgg, style_image, spec, dtype)
     vgg, target_grams = placement.replicate((vgg, target_grams))
     train_iter = _open_training_data(config)
-    validation = _load_validation(config, workdir)
+    validation = prepare_validation(config, workdir)
 
     tx = make_optimizer(config.train.optimizer, config.train.lr)
     graphdef, state = init_state(jax.random.PRNGKey(config.train.seed), dtype, tx)
@@ -84,7 +104,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     evaluate = make_eval_fn(step_config)
     step_fn = placement.make_step(tx, step_config)
-    checkpointer = _Checkpointer(manager, workdir, config, step_config, vgg.preprocessing)
+    thumbnail = export.make_style_thumbnail(image_io.read_image(config.style_image).rgb)
+    checkpointer = _Checkpointer(
+        manager, workdir, config, step_config, vgg.preprocessing, thumbnail
+    )
     monitor = Monitor(workdir, config, start_step, enabled=jax.process_index() == 0)
     if start_step == 0:  # where validation starts from, for the chart and the before/after ratio
         terms, _ = evaluate(state["params"], validation, vgg, target_grams)
@@ -94,40 +117,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     constants = placement.to_device((vgg, target_grams))
     metrics: dict[str, float] = {}
     step = start_step
-    with _StopRequest() as stop:
-        try:
-            while step < config.train.steps:
-                batch = placement.batch(next(train_iter))
-                device_state, step_metrics = step_fn(device_state, batch, *constants)
-                step += 1
-                monitor.tick(config.train.batch_size)
-                due = _Due.after(step, config, stopping=stop.signal is not None)
-                if due.log:
-                    metrics = _read_metrics(
-                        placement, step_metrics, device_state, step, workdir, config
-                    )
-                    monitor.log_train(step, metrics, train_iter.bad_file_count)
-                if not due.needs_state:
-                    continue
-                state = placement.from_device(device_state)
-                if due.validate or due.sample:
-                    terms, stylized = evaluate(state["params"], validation, vgg, target_grams)
-                    if due.validate:
-                        monitor.log_validation(step, jax.device_get(terms))
-                    if due.sample:
-                        monitor.save_samples(step, validation, np.asarray(stylized))
-                if due.checkpoint:
-                    checkpointer.save(step, state, train_iter.get_state(), force=due.stopping)
-                if due.stopping:
-                    logging.warning("stopped at step %d; rerun the same command to resume", step)
-                    break
-        finally:
-            manager.wait_until_finished()
-            manager.close()
-            monitor.close()
-            train_iter.close()
-    if stop.signal:
-        sys.exit(128 + stop.signal)
+    try:
+        while step < config.train.steps:
+            batch = placement.batch(next(train_iter))
+            device_state, step_metrics = step_fn(device_state, batch, *constants)
+            step += 1
+            monitor.tick(config.train.batch_size)
+            due = _Due.after(step, config, stopping=stop.poll())
+            if due.log:
+                metrics = _read_metrics(
+                    placement, step_metrics, device_state, step, workdir, config
+                )
+                monitor.log_train(step, metrics, train_iter.bad_file_count)
+            if not due.needs_state:
+                continue
+            state = placement.from_device(device_state)
+            if due.validate or due.sample:
+                terms, stylized = evaluate(state["params"], validation, vgg, target_grams)
+                if due.validate:
+                    monitor.log_validation(step, jax.device_get(terms))
+                if due.sample:
+                    monitor.save_samples(step, validation, np.asarray(stylized))
+            if due.checkpoint:
+                checkpointer.save(step, state, train_iter.get_state(), force=due.stopping)
+            if due.stopping:
+                logging.warning(
+                    "stopped at step %d (signal %d); rerun the same command to resume",
+                    step,
+                    stop.agreed,
+                )
+                break
+        if not stop.agreed:
+            stop.settle()
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        monitor.close()
+        train_iter.close()
     return metrics
 
 
@@ -192,27 +218,52 @@ class _Checkpointer:
         config: ml_collections.ConfigDict,
         step_config: StepConfig,
         vgg_preprocessing: str,
+        style_thumbnail: str,
     ) -> None:
         self.manager = manager
         self.workdir = workdir
         self.config = config
         self.step_config = step_config
         self.vgg_preprocessing = vgg_preprocessing
+        self.style_thumbnail = style_thumbnail
 
     def save(self, step: int, state: TrainState, data_state: dict, force: bool = False) -> None:
         spec = self.step_config.spec
-        metadata = export.model_metadata(self.config, spec, self.vgg_preprocessing, step)
+        metadata = export.model_metadata(
+            self.config, spec, self.vgg_preprocessing, step, self.style_thumbnail
+        )
         run_info = {"loss_weights": _weights_of(spec), "model_metadata": metadata}
         checkpoint.save(self.manager, step, state, data_state, run_info, force=force)
         export.export_model(self.workdir, self.step_config.graphdef, state["params"], metadata)
 
 
 class _StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and exits cleanly."""
+    """SIGINT/SIGTERM ask for a stop; every process stops after the same step (`poll`), the
+    loop saves a checkpoint there, and `agreed` is the signal they stopped for. A second
+    signal to a process stops it at once (KeyboardInterrupt).
+
+    Why an agreement: a signal reaches one process (a preempted host) or reaches processes
+    steps apart. Stopping on its own flag, one process would enter the checkpoint's barrier
+    while another waits in the next step's all-reduce, and the run would hang without its
+    checkpoint. So every step, every process puts its flag (the signal number, 0 for none)
+    into a max over the training mesh: a tiny collective (gloo on CPU, NCCL/ICI elsewhere)
+    next to the step's gradient all-reduce. Its result is read one step later: reading it
+    waits for the previous step only, while this step runs, so the host never stalls the
+    device and the check costs next to nothing; every process reads the same value after the
+    same step, and so stops after the same step (one step after the signal is seen).
+    JAX's preemption sync point (which orbax uses) was not taken: it hears SIGTERM only (not
+    Ctrl-C), exists only after jax.distributed.initialize, and any Python SIGTERM handler
+    replaces its C++ one. A synchronous `process_allgather` every step would stall the device
+    each step. A single process agrees with itself: it stops after the step the signal came in.
+    """
 
     def __init__(self) -> None:
-        self.signal: int | None = None
+        self.signal: int | None = None  # received by this process
+        self.agreed = 0  # the signal every process stops for; 0 while none is agreed
         self._previous: dict[int, Any] = {}
+        self._flag_sharding: NamedSharding | None = None
+        self._max: Callable[[jax.Array], jax.Array] | None = None
+        self._pending: jax.Array | None = None  # the last max, not read yet
 
     def __enter__(self) -> _StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -226,11 +277,52 @@ class _StopRequest:
         if self.signal is not None:  # second signal: stop now
             raise KeyboardInterrupt
         self.signal = signum
-        logging.warning("signal %d received: saving a checkpoint, then stopping", signum)
+        logging.warning(
+            "signal %d received: saving a checkpoint after a step all processes agree on, then "
+            "stopping (a second signal stops at once)",
+            signum,
+        )
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # None: a handler installed outside Python (JAX's preemption notifier), which
+            # cannot be put back from Python; the default is what it would have done.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    def agree_over(self, mesh: Mesh) -> None:
+        """Agree over `mesh` (every device of every process) from now on."""
+        if jax.process_count() > 1:
+            self._flag_sharding = NamedSharding(mesh, P("data"))
+            self._max = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, P()))
+
+    def _exchange(self) -> jax.Array:
+        """Start the max over every process's flag (asynchronous)."""
+        local = np.full(len(self._flag_sharding.addressable_devices), self.signal or 0, np.int32)
+        return self._max(jax.make_array_from_process_local_data(self._flag_sharding, local))
+
+    def poll(self) -> bool:
+        """Whether every process stops after this step; called by each after every step."""
+        if self._max is None:
+            self.agreed = self.signal or 0
+        else:
+            previous, self._pending = self._pending, self._exchange()
+            if previous is not None:
+                self.agreed = _read_replicated(previous)
+        return self.agreed != 0
+
+    def settle(self) -> None:
+        """After the last step, in every process: agree on a signal received since the last
+        `poll`, so that every process exits with the same status."""
+        if self._max is None:
+            self.agreed = self.signal or 0
+        else:
+            self._pending = None
+            self.agreed = _read_replicated(self._exchange())
+
+
+def _read_replicated(x: jax.Array) -> int:
+    """A replicated scalar of a (possibly multi-process) global array, on the host."""
+    return int(np.asarray(x.addressable_data(0)))
 
 
 # ----------------------------------------------------------------------------- jit or pmap
@@ -387,18 +479,49 @@ def _open_training_data(config: ml_collections.ConfigDict) -> data.TrainIterator
     )
 
 
-def _load_validation(config: ml_collections.ConfigDict, workdir: Path) -> np.ndarray:
-    """The fixed validation batch; process 0 lists every held-out image in WORKDIR (what
-    evaluate should be run on: images training never saw)."""
-    if jax.process_index() == 0:
-        held_out = data.validation_descriptions(config.data, image_size=config.train.image_size)
-        write_text_atomic(workdir / VALIDATION_FILE, "".join(f"{name}\n" for name in held_out))
-    return data.load_validation_images(
+def prepare_validation(config: ml_collections.ConfigDict, workdir: Path) -> np.ndarray:
+    """The fixed validation batch; process 0 also writes WORKDIR/validation_images.txt, the
+    images to run `evaluate --images` on (images training never saw), one path a line.
+
+    A folder source's records are files: every held-out file is listed. Other sources'
+    records (TFDS, synthetic) are not files evaluate can read, so the validation images
+    themselves (`num_validation_images` of them, as validation crops them) are written once
+    as PNGs to WORKDIR/validation/ and listed; only those records are read.
+    """
+    images = data.load_validation_images(
         config.data,
         image_size=config.train.image_size,
         count=config.num_validation_images,
         seed=config.train.seed,
     )
+    if jax.process_index() == 0:
+        paths = _validation_paths(config, Path(workdir).absolute(), images)
+        write_text_atomic(Path(workdir) / VALIDATION_FILE, "".join(f"{p}\n" for p in paths))
+    return images
+
+
+def _validation_paths(
+    config: ml_collections.ConfigDict, workdir: Path, images: np.ndarray
+) -> list[str]:
+    image_size = config.train.image_size
+    if config.data.source.startswith("folder:"):  # the one source whose records are files
+        return data.validation_descriptions(config.data, image_size=image_size)
+    names = data.validation_descriptions(
+        config.data,
+        image_size=image_size,
+        count=config.num_validation_images,
+        seed=config.train.seed,
+    )
+    paths = []
+    for index, (name, image) in enumerate(zip(names, images, strict=True)):
+        # The position keeps validation's order and the names unique; the record's name says
+        # which image it is, e.g. 03_..._image_filename_COCO_val2014_000000000042_jpg.png.
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[-MAX_SLUG_LENGTH:].lstrip("_")
+        path = workdir / VALIDATION_DIR / f"{index:02d}_{slug}.png"
+        if not path.exists():  # written once; the same run always picks the same images
+            image_io.write_image(path, image)
+        paths.append(str(path))
+    return paths
 
 
 def _resume_or_balance(

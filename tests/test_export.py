@@ -3,6 +3,8 @@ checkpoint fallback of a workdir that has not exported yet."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 
 from configs import smoke
 from fnst_jax import checkpoint, export, train_step
@@ -118,6 +121,37 @@ def test_export_model_from_training_params_with_its_metadata(tmp_path):
     assert loaded["config"]["train"]["steps"] == config.train.steps
     expected = export.flatten_params(params)
     np.testing.assert_equal(export.flat_params(model), expected)
+
+
+def test_style_thumbnail_is_a_small_jpeg_of_the_style_image(tmp_path, model):
+    """Longest side at most 128 px, aspect kept, never enlarged; a model file carries it in
+    its metadata, and one without it (exported before it existed) still loads."""
+    y, x = np.mgrid[0:200, 0:300]
+    style = np.stack([x * 255 // 299, y * 255 // 199, (x + y) * 255 // 498], -1).astype(np.uint8)
+    thumbnail = export.make_style_thumbnail(style)
+    with Image.open(io.BytesIO(base64.b64decode(thumbnail, validate=True))) as image:
+        assert image.format == "JPEG" and image.size == (128, 85)
+        # The same picture: a gradient, compared with an independent resize.
+        expected = np.asarray(Image.fromarray(style).resize((128, 85), Image.Resampling.BOX))
+        assert np.abs(np.asarray(image, float) - expected).mean() < 3
+    with Image.open(
+        io.BytesIO(base64.b64decode(export.make_style_thumbnail(style[:40, :60])))
+    ) as small:
+        assert small.size == (60, 40)
+
+    config = smoke.get_config()
+    config.style_image = "style.png"
+    meta = export.model_metadata(config, loss_spec_from_config(config.loss), "torch", 3, thumbnail)
+    path = export.save_model(tmp_path / "m.npz", model, meta)
+    _, loaded = export.load_model(path)
+    assert loaded[export.STYLE_THUMBNAIL_KEY] == thumbnail
+    assert export.style_thumbnail_jpeg(loaded) == base64.b64decode(thumbnail)
+
+    old = export.save_model(tmp_path / "old.npz", model, {"pad": 8})
+    _, loaded = export.load_model(old)
+    assert export.STYLE_THUMBNAIL_KEY not in loaded
+    assert export.style_thumbnail_jpeg(loaded) is None
+    assert export.style_thumbnail_jpeg({"style_thumbnail": "not base64!"}) is None
 
 
 def test_workdir_without_model_falls_back_to_its_latest_checkpoint(tmp_path):

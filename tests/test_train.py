@@ -1,16 +1,21 @@
 """Training end to end on the smoke config: files, resume after SIGKILL, jit == pmap == 1 device,
-2 processes == 1 process, a run of non-finite steps stopped, user errors on one line.
-Subprocess runs share a compilation cache. The step itself is tested in test_train_step.py."""
+2 processes == 1 process, SIGTERM to one of 2 processes, the validation images of a TFDS source,
+a run of non-finite steps stopped, user errors on one line. Subprocess runs share a
+compilation cache. The step itself is tested in test_train_step.py."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import jax
@@ -20,7 +25,7 @@ import pytest
 from PIL import Image
 
 from configs import smoke
-from fnst_jax import data, export, train_lib, train_step
+from fnst_jax import data, evaluate, export, train_lib, train_step
 from fnst_jax.losses import LossSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +93,9 @@ def run_train(workdir, style_image, cache, *overrides, devices=1) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def final_params(workdir: Path) -> dict[str, np.ndarray]:
+def final_params(workdir: Path, steps: int = STEPS) -> dict[str, np.ndarray]:
     params, meta = export.read_model(workdir)
-    assert meta["step"] == STEPS
+    assert meta["step"] == steps
     return params
 
 
@@ -156,10 +161,38 @@ def test_smoke_run_writes_everything_and_resumes(tmp_path, style_image):
         # Two rows (inputs, stylized) of the validation images side by side.
         assert grid.size == (32 * config.num_validation_images, 64)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    # Every held-out image is listed (how many depends on the data block's held-out rule).
-    held_out = (tmp_path / "validation_images.txt").read_text().splitlines()
-    assert held_out == data.validation_descriptions(config.data, image_size=32) != []
     assert (tmp_path / "checkpoints" / "6").is_dir()
+
+    # The model carries a thumbnail of its style image: a JPEG, its longest side at most
+    # 128 px (the 48 px style image is not enlarged), looking like the style image.
+    with Image.open(io.BytesIO(base64.b64decode(meta["style_thumbnail"]))) as thumbnail:
+        assert thumbnail.format == "JPEG" and thumbnail.size == (48, 48)
+        error = np.abs(np.asarray(thumbnail, float) - np.asarray(Image.open(style_image), float))
+        assert error.mean() < 8  # JPEG at quality 85 of a smooth pattern
+
+    # A synthetic source's images are not files: the validation images are written out, and
+    # README's evaluate command runs on them. They are the validation batch (the top row of
+    # the sample grid), and evaluate's loss on them is the last validation loss.
+    listed = (tmp_path / "validation_images.txt").read_text().splitlines()
+    assert len(listed) == config.num_validation_images
+    assert all(Path(p).is_absolute() and Path(p).parent == tmp_path / "validation" for p in listed)
+    with Image.open(tmp_path / "samples/step_000006.png") as grid:
+        inputs = np.asarray(grid)[:32]
+    for index, path in enumerate(listed):
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            np.testing.assert_array_equal(
+                np.asarray(image), inputs[:, 32 * index : 32 * index + 32]
+            )
+    report = tmp_path / "evaluate.json"
+    argv = ["evaluate", "--model", str(tmp_path), "--images", *listed, "--json", str(report)]
+    assert evaluate.main([*argv, "--baseline-iterations", "none", "--no-grid"]) == 0
+    summary = json.loads(report.read_text())["summary"]
+    last_validation = [r for r in records if r["split"] == "validation"][-1]
+    # Evaluate scores one image at a time and clips the output to 0..255; validation scores
+    # the batch unclipped: float32 rounding apart (the smoke model's output stays in range).
+    assert summary["num_images"] == len(listed)
+    assert summary["total_loss"] == pytest.approx(last_validation["total"], rel=1e-4)
 
     # A workdir whose model was not exported yet loads from its latest checkpoint.
     (tmp_path / "model.npz").rename(tmp_path / "exported.npz")
@@ -233,6 +266,55 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_two_processes(
+    workdir: Path, style_image: Path, cache: Path, overrides, devices: int, logs: Path
+) -> list[subprocess.Popen]:
+    """One run as 2 processes (gloo), each with `devices` CPU devices; output in `logs`."""
+    port = _free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    processes = []
+    for index in range(2):
+        with open(logs / f"process{index}.log", "w") as log:
+            processes.append(
+                subprocess.Popen(
+                    train_command(workdir, style_image, *overrides)
+                    + [
+                        f"--coordinator_address=127.0.0.1:{port}",
+                        "--num_processes=2",
+                        f"--process_id={index}",
+                    ],
+                    env=train_env(cache, devices=devices),
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return processes
+
+
+def wait_for(processes: list[subprocess.Popen], logs: Path, timeout: float = 600) -> list[str]:
+    """The processes' outputs once all have exited; kills them all past `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    try:
+        for process in processes:
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"2-process run still running after {timeout} s; logs in {logs}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return [(logs / f"process{index}.log").read_text() for index in range(len(processes))]
+
+
+def run_two_processes(workdir, style_image, cache, overrides, devices, logs) -> None:
+    processes = start_two_processes(workdir, style_image, cache, overrides, devices, logs)
+    outputs = wait_for(processes, logs)
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+
+
 def test_two_processes_match_one_process(tmp_path, style_image, compile_cache):
     """2 processes x 2 CPU devices (gloo) == 1 process x 4 devices, same global batch."""
     overrides = ("--config.train.batch_size=4", *PARALLEL_CHECK)
@@ -240,32 +322,127 @@ def test_two_processes_match_one_process(tmp_path, style_image, compile_cache):
     run_train(single, style_image, compile_cache, *overrides, devices=4)
 
     multi = tmp_path / "multi"
-    port = _free_port()
-    processes = [
-        subprocess.Popen(
-            train_command(multi, style_image, *overrides)
-            + [
-                f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2",
-                f"--process_id={index}",
-            ],
-            env=train_env(compile_cache, devices=2),
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for index in range(2)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    for process, output in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, output[-3000:]
+    run_two_processes(multi, style_image, compile_cache, overrides, 2, tmp_path / "logs")
     assert_same_training(final_params(multi), final_params(single))
     # Only process 0 writes logs and samples.
     records = (multi / "metrics.jsonl").read_text().splitlines()
     assert len([r for r in records if '"train"' in r]) == len(
         [r for r in (single / "metrics.jsonl").read_text().splitlines() if '"train"' in r]
     )
+
+
+PREEMPTION_STEPS = 10
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, style_image, compile_cache):
+    """A preempted host: SIGTERM reaches process 1 of 2 only. Both save the same step and
+    exit as a signalled single process does (128 + SIGTERM); the rerun resumes exactly."""
+    # One checkpoint only (the one the stop saves), then the one at the end.
+    overrides = (f"--config.train.steps={PREEMPTION_STEPS}", "--config.checkpoint_every=100")
+    reference = tmp_path / "reference"
+    run_two_processes(reference, style_image, compile_cache, overrides, 1, tmp_path / "logs0")
+
+    stopped = tmp_path / "stopped"
+    logs = tmp_path / "logs1"
+    processes = start_two_processes(stopped, style_image, compile_cache, overrides, 1, logs)
+    # Process 0 logs the step-0 validation loss after a computation that process 1 runs too,
+    # so by then both are past train_and_evaluate's first line, which installs the handlers;
+    # the first training steps have not run yet.
+    metrics = stopped / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and metrics.stat().st_size):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            wait_for(processes, logs, timeout=1)
+            pytest.fail(f"no validation record from the 2-process run; logs in {logs}")
+        time.sleep(0.02)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = wait_for(processes, logs, timeout=300)
+
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    stops = [re.findall(r"stopped at step (\d+)", output) for output in outputs]
+    assert stops[0] == stops[1] and len(stops[0]) == 1, outputs[0][-3000:]
+    step = int(stops[0][0])
+    assert 1 <= step < PREEMPTION_STEPS
+    complete = [int(p.name) for p in (stopped / "checkpoints").iterdir() if p.name.isdigit()]
+    assert complete == [step]
+    assert export.read_model(stopped)[1]["step"] == step
+
+    run_two_processes(stopped, style_image, compile_cache, overrides, 1, tmp_path / "logs2")
+    np.testing.assert_equal(
+        final_params(stopped, PREEMPTION_STEPS), final_params(reference, PREEMPTION_STEPS)
+    )
+
+
+COCO_VALIDATION_IMAGES = 6
+
+
+def identity_colour(index: int) -> tuple[int, int, int]:
+    return ((index * 37 + 20) % 256, (index * 91 + 60) % 256, (index * 53 + 100) % 256)
+
+
+def test_tfds_validation_images_are_written_for_evaluate(tmp_path, monkeypatch):
+    """A TFDS source's records are not files evaluate can read: the validation images are
+    written once as PNGs and listed. Tiny COCO zips through the TF-free builder (as in
+    test_data.py); validation image i is flat identity_colour(i), named ..._{i:012d}.jpg."""
+    manual_dir = tmp_path / "manual"
+    manual_dir.mkdir()
+    for split, count in (("train2014", 2), ("val2014", COCO_VALIDATION_IMAGES)):
+        with zipfile.ZipFile(manual_dir / f"{split}.zip", "w") as archive:
+            for index in range(count):
+                buffer = io.BytesIO()
+                Image.new("RGB", (64, 80), identity_colour(index)).save(buffer, "PNG")
+                archive.writestr(f"{split}/COCO_{split}_{index:012d}.jpg", buffer.getvalue())
+    config = smoke.get_config()
+    config.data.update(
+        source="tfds:fnst_coco_images/2014",
+        tfds_data_dir=str(tmp_path / "tfds"),
+        manual_dir=str(manual_dir),
+        download=True,
+    )
+    config.num_validation_images = 3
+    workdir = tmp_path / "run"
+
+    validation = train_lib.prepare_validation(config, workdir)
+    listed = (workdir / train_lib.VALIDATION_FILE).read_text().splitlines()
+    assert len(listed) == len(validation) == 3
+    for path, image in zip(listed, validation, strict=True):
+        assert Path(path).parent == workdir.absolute() / train_lib.VALIDATION_DIR
+        # The file holds the record its name says (the colour of COCO image number N).
+        number = int(re.search(r"COCO_val2014_(\d{12})_jpg\.png$", path).group(1))
+        with Image.open(path) as written:
+            pixels = np.asarray(written)
+        np.testing.assert_array_equal(pixels, image)
+        assert np.abs(pixels.reshape(-1, 3).mean(0) - identity_colour(number)).max() < 1
+
+    # Written once: a resumed run reads the same records and leaves the files alone.
+    before = {path: Path(path).stat().st_mtime_ns for path in listed}
+    monkeypatch.setattr(train_lib.image_io, "write_image", None)  # any write would fail
+    train_lib.prepare_validation(config, workdir)
+    assert (workdir / train_lib.VALIDATION_FILE).read_text().splitlines() == listed
+    assert {path: Path(path).stat().st_mtime_ns for path in listed} == before
+
+
+def test_folder_validation_lists_every_held_out_file(tmp_path):
+    """A folder's records are files: every held-out one is listed (not only the validation
+    batch's), none is trained on, and nothing is written beside them."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(12):
+        Image.new("RGB", (80, 72), identity_colour(index)).save(folder / f"{index:02d}.png")
+    config = smoke.get_config()
+    config.data.source = f"folder:{folder}"
+    config.num_validation_images = 1
+    workdir = tmp_path / "run"
+    train_lib.prepare_validation(config, workdir)
+
+    listed = (workdir / train_lib.VALIDATION_FILE).read_text().splitlines()
+    source, training = data.training_records(config.data, image_size=32, seed=0)
+    trained = {source.describe(int(i)) for i in training}
+    everything = {str(path) for path in folder.iterdir()}
+    assert len(listed) > config.num_validation_images  # 0.25 of 12 files are held out
+    assert set(listed) | trained == everything and not set(listed) & trained
+    assert not (workdir / train_lib.VALIDATION_DIR).exists()
 
 
 def test_nonfinite_run_stops_with_clear_error(tmp_path, style_image, monkeypatch):
