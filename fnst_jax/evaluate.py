@@ -16,7 +16,7 @@ model's loss falls on the optimiser's loss curve (`equivalent_iterations`: inter
 log-iterations, or "fewer than the first count" / "more than the last count"), writes the JSON
 report and an input | stylized grid PNG. Both sides are scored inside the valid pixel range:
 the model's output clipped to [0, 255] (what `stylize.py` writes, before rounding), the
-optimiser's image projected onto it after every step (`gatys.PIXEL_RANGE`).
+optimiser's image projected onto it after every step (`losses.PIXEL_RANGE`).
 Exit status: 0, 1 if some image failed (each is named with its reason on stderr, the others
 are still evaluated), 2 if the model, VGG weights, style image or outputs are unusable. The
 command line follows `fnst_jax.cli` (absl flags, hyphens or underscores); the optimiser is
@@ -43,7 +43,13 @@ from PIL import Image
 from fnst_jax import cli, files, gatys, image_io, vgg_weights
 from fnst_jax.errors import UsageError, UserError
 from fnst_jax.export import load_model
-from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
+from fnst_jax.losses import (
+    LossSpec,
+    content_targets,
+    perceptual_loss,
+    style_grams,
+    to_pixel_range,
+)
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 from fnst_jax.vgg import PREPROCESSING, VGG19
 
@@ -81,7 +87,7 @@ class Evaluator:
         def stylize(state: nnx.State, images: jax.Array) -> jax.Array:
             # What the model can deliver: its output inside the pixel range (stylize.py clips
             # it too), the same constraint the optimiser's image is held to.
-            return gatys.to_pixel_range(stylize_padded(nnx.merge(graphdef, state), images, pad))
+            return to_pixel_range(stylize_padded(nnx.merge(graphdef, state), images, pad))
 
         @jax.jit
         def score(

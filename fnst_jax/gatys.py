@@ -47,14 +47,18 @@ from absl import flags
 
 from fnst_jax import cli, image_io, vgg_weights
 from fnst_jax.errors import UsageError, UserError
-from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
+from fnst_jax.losses import (
+    LossSpec,
+    content_targets,
+    perceptual_loss,
+    style_grams,
+    to_pixel_range,
+)
 from fnst_jax.vgg import PREPROCESSING, RELU_LAYERS, VGG19, layer_depth
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 DEFAULT_ADAM_LR = 5.0  # pixels per step; the image lives on [0, 255]
-# The valid pixel range: the one constraint on the baseline's image and the model's output.
-PIXEL_RANGE = (0.0, 255.0)
 # The loss terms reported (weighted, as in training's `terms`), in report order.
 REPORTED_TERMS = ("content", "style", "tv", "total")
 
@@ -68,12 +72,6 @@ class OptimizerDivergedError(UserError, FloatingPointError):
 
 class ImageTooSmallError(UserError, ValueError):
     """An image smaller than the loss network's pooling allows."""
-
-
-def to_pixel_range(images: jax.Array) -> jax.Array:
-    """Clip images to `PIXEL_RANGE`: the projection of the optimiser's image after every
-    step, and what evaluate applies to the model's output before scoring it."""
-    return jnp.clip(images, *PIXEL_RANGE)
 
 
 def make_solver(optimizer: str, learning_rate: float | None = None) -> optax.GradientTransformation:

@@ -17,6 +17,15 @@ from jax.typing import DTypeLike
 from fnst_jax.errors import UserError
 from fnst_jax.vgg import VGG19, layer_depth
 
+# The valid pixel range: what stylize.py can write, the constraint on the Gatys baseline's
+# image, and the range evaluate and validation score the model's output in.
+PIXEL_RANGE = (0.0, 255.0)
+
+
+def to_pixel_range(images: jax.Array) -> jax.Array:
+    """Clip images to `PIXEL_RANGE` (the one pixel constraint; see `PIXEL_RANGE`)."""
+    return jnp.clip(images, *PIXEL_RANGE)
+
 
 class LossSpecError(UserError, ValueError):
     """A loss configuration that cannot be computed (no style layer, wrong weight count);

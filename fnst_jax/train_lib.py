@@ -102,7 +102,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
     )
     logging.info("loss weights: %s", _weights_of(step_config.spec))
 
-    evaluate = make_eval_fn(step_config)
+    evaluate = make_eval_fn(step_config, clip_to_pixels=True)  # scored as evaluate scores
     step_fn = placement.make_step(tx, step_config)
     thumbnail = export.make_style_thumbnail(image_io.read_image(config.style_image).rgb)
     checkpointer = _Checkpointer(

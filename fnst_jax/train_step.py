@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnst_jax.errors import UserError
-from fnst_jax.losses import LossSpec, content_targets, perceptual_loss
+from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, to_pixel_range
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 from fnst_jax.vgg import VGG19
 
@@ -176,8 +176,13 @@ def make_pmap_step(tx: optax.GradientTransformation, config: StepConfig) -> Step
 EvalFn = Callable[[Params, jax.Array, VGG19, dict], tuple[Terms, jax.Array]]
 
 
-def make_eval_fn(config: StepConfig) -> EvalFn:
-    """Loss terms and stylized images of a batch with the given parameters (jitted)."""
+def make_eval_fn(config: StepConfig, *, clip_to_pixels: bool = False) -> EvalFn:
+    """Loss terms and stylized images of a batch with the given parameters (jitted).
+
+    clip_to_pixels=False: the training objective itself (auto-balance measures it).
+    True: the output clipped to `losses.PIXEL_RANGE` first, as stylize.py writes it and
+    evaluate scores it: what validation reports.
+    """
 
     @jax.jit
     def evaluate(
@@ -185,6 +190,8 @@ def make_eval_fn(config: StepConfig) -> EvalFn:
     ) -> tuple[Terms, jax.Array]:
         model = nnx.merge(config.graphdef, params)
         stylized = stylize_padded(model, images, config.pad)
+        if clip_to_pixels:
+            stylized = to_pixel_range(stylized)
         content = content_targets(vgg, images, config.spec, config.dtype)
         _, terms = perceptual_loss(vgg, stylized, content, target_grams, config.spec, config.dtype)
         return terms, stylized

@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import evaluate, export, gatys, train_step, vgg_weights
+from fnst_jax import evaluate, export, losses, train_step, vgg_weights
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
@@ -80,7 +80,8 @@ def test_losses_equal_the_training_objective(model, vgg4):
 
     # And the training code's own validation function gives the same numbers.
     graphdef, params = nnx.split(model, nnx.Param)
-    eval_fn = train_step.make_eval_fn(train_step.StepConfig(graphdef, SPEC, PAD, jnp.float32))
+    step_config = train_step.StepConfig(graphdef, SPEC, PAD, jnp.float32)
+    eval_fn = train_step.make_eval_fn(step_config, clip_to_pixels=True)
     train_terms, _ = eval_fn(nnx.to_pure_dict(params), images, vgg4, grams)
     assert np.mean([r["total_loss"] for r in results]) == pytest.approx(
         float(train_terms["total"]), rel=1e-4
@@ -243,7 +244,7 @@ def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
     grams = evaluate.load_style_grams(vgg4, model_file.parent.parent / "style.png", 36,
                                       SPEC.style_layers)  # fmt: skip
     batch = jnp.asarray(image, jnp.float32)[None]
-    stylized = gatys.to_pixel_range(stylize_padded(model, batch, PAD))
+    stylized = losses.to_pixel_range(stylize_padded(model, batch, PAD))
     _, terms = perceptual_loss(vgg4, stylized, content_targets(vgg4, batch, SPEC), grams, SPEC)
     assert document["images"][0]["total_loss"] == pytest.approx(float(terms["total"]), rel=1e-4)
 
