@@ -1,0 +1,316 @@
+"""The HTTP routes (FastAPI) of a `Service`: the web page, the API, health and metrics.
+
+    GET  /                          the web page (static/: plain HTML, CSS and JS)
+    POST /v1/stylize                an image in (raw body or multipart field `image`),
+                                    the stylized image out
+    GET  /v1/models                 the loaded models (JSON)
+    GET  /v1/models/{name}/style    a model's style thumbnail (JPEG)
+    GET  /v1/info                   the limits a client should know (JSON)
+    GET  /healthz, /readyz          process alive / models loaded and compiled
+    GET  /metrics                   Prometheus
+    GET  /docs, /openapi.json       the API's OpenAPI description (FastAPI's)
+
+`create_app(service)` builds the app; its lifespan starts the service's workers and, on
+shutdown, finishes what is queued. Every error is JSON,
+`{"error": {"status", "code", "message"}}`, with its status. The request body is read here
+with the upload limit enforced while it streams in (413 before the rest is read); from
+there on the request is the service's (`Service.stylize`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fnst_jax.serve import images
+from fnst_jax.serve.errors import ServiceError
+from fnst_jax.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from fnst_jax.serve.metrics import Metrics
+from fnst_jax.serve.service import Service, StylizeOptions
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response
+TIMING_HEADERS = ["X-Model", "X-Batch-Size", "X-Network-Time-Ms", "X-Queue-Time-Ms"]
+# The page loads nothing from elsewhere; the result and the webcam are blob: URLs.
+PAGE_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+        "style-src 'self'; script-src 'self'; connect-src 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
+_ROUTES = {"/", "/v1/stylize", "/v1/models", "/v1/info", "/healthz", "/readyz", "/metrics"}
+
+
+def _route_label(path: str) -> str:
+    """A bounded label for the requests metric."""
+    if path in _ROUTES:
+        return path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{name}/style"
+    if path.startswith("/static/"):
+        return "/static"
+    return "other"
+
+
+class _CountResponses:
+    """ASGI middleware: every response into the requests metric, and the latency of
+    successful stylize requests into the latency histogram."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500  # if the app fails before answering
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            route = _route_label(scope["path"])
+            self.metrics.observe_response(route, status)
+            if route == "/v1/stylize" and status == 200:
+                self.metrics.latency.observe(time.monotonic() - started)
+
+
+def _error_response(error: ServiceError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes (413) as soon as that is known."""
+    declared = request.headers.get("content-length")
+    too_large = ServiceError(
+        413, "upload_too_large", f"the upload is larger than this service's {limit:,}-byte limit"
+    )
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_api_key(request: Request, api_key: str | None) -> None:
+    """401 unless the request carries the key (`Authorization: Bearer KEY` or
+    `X-API-Key: KEY`), when one is set."""
+    if not api_key:
+        return
+    given = request.headers.get("x-api-key") or ""
+    authorization = request.headers.get("authorization") or ""
+    if authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if not hmac.compare_digest(given.encode(), api_key.encode()):
+        raise ServiceError(
+            401,
+            "unauthorized",
+            "this service needs an API key: send Authorization: Bearer KEY or X-API-Key: KEY",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+_STYLIZE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image: the raw body (Content-Type: image/...) or the "
+        "multipart/form-data field `image`. JPEG, PNG, WebP, BMP, TIFF or PPM.",
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "required": ["image"],
+                }
+            },
+        },
+    }
+}
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {content_type: {} for content_type in images.CONTENT_TYPES.values()},
+        "description": "The stylized image. X-Batch-Size: requests in its network call; "
+        "X-Network-Time-Ms: that call's time; Server-Timing: decode, queue, network, "
+        "encode.",
+    },
+    **{
+        status: {"description": description}
+        for status, description in {
+            400: "empty, corrupt or truncated image; malformed multipart body",
+            401: "API key missing or wrong",
+            404: "unknown model",
+            413: "upload or image larger than the limits",
+            415: "not an image, or an unsupported Content-Type",
+            503: "queue full, starting or shutting down (Retry-After)",
+            504: "not done within the time limit",
+        }.items()
+    },
+}
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app serving `service` (see the module docstring)."""
+    settings = service.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(
+        title="fnst_jax fast style transfer",
+        description="Stylize images with the loaded fast-neural-style models.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key"],
+            expose_headers=[*TIMING_HEADERS, "Server-Timing", "Retry-After"],
+        )
+    app.add_middleware(_CountResponses, metrics=service.metrics)
+    _add_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_SECURITY_HEADERS)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Models loaded and compiled (503 while starting or draining)")
+    async def readyz() -> JSONResponse:
+        body = {"status": service.state, "models": list(service.models)}
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    @app.get("/v1/info", summary="Limits and options a client should know")
+    async def info() -> dict[str, Any]:
+        return service.info()
+
+    @app.get("/v1/models", summary="The loaded models")
+    async def models() -> list[dict[str, Any]]:
+        return [model.describe() for model in service.models.values()]
+
+    @app.get(
+        "/v1/models/{name}/style",
+        summary="A model's style thumbnail (JPEG)",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "none"}},
+    )
+    async def style_thumbnail(name: str) -> Response:
+        model = service.model(name)
+        if model.thumbnail is None:
+            raise ServiceError(404, "no_thumbnail", f"model {name!r} has no style thumbnail")
+        return Response(
+            model.thumbnail, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"}
+        )
+
+    @app.post(
+        "/v1/stylize",
+        summary="Stylize an image",
+        response_class=Response,
+        responses=_IMAGE_RESPONSES,
+        openapi_extra=_STYLIZE_BODY,
+    )
+    async def stylize(
+        request: Request,
+        model: str | None = Query(None, description="A loaded model's name (optional with one)"),
+        size: int | None = Query(
+            None, ge=1, le=65536, description="Longest side of the output in px (default: as is)"
+        ),
+        preserve_color: bool = Query(False, description="Keep the input's colours"),
+        format: Literal["jpg", "png", "webp"] | None = Query(
+            None, description="Output format (default: the input's jpg/png/webp, else png)"
+        ),
+        quality: int = Query(95, ge=1, le=100, description="JPEG/WebP quality"),
+    ) -> Response:
+        arrived = time.monotonic()
+        service.check_ready()
+        _check_api_key(request, settings.api_key)
+        options = StylizeOptions(model, size, preserve_color, format, quality)
+        service.model(model)  # 404 before the body is read
+        body = await _read_body(request, settings.max_upload_bytes)
+        reply = await service.stylize(
+            body, request.headers.get("content-type"), options, arrived, _client_gone(request)
+        )
+        if reply is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return Response(reply.body, media_type=reply.content_type, headers=reply.headers)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _client_gone(request: Request) -> Any:
+    """An awaitable factory that returns once the client has disconnected (after the body
+    is read, the only message the server still sends is the disconnect)."""
+
+    async def wait() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return wait
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as `{"error": {"status", "code", "message"}}`."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, error: ServiceError) -> JSONResponse:
+        return _error_response(error)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return _error_response(
+            ServiceError(error.status_code, code, str(error.detail), dict(error.headers or {}))
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'][1:])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        return _error_response(ServiceError(422, "invalid_parameter", problems))

@@ -1,0 +1,195 @@
+"""The models a service serves: found on disk once at startup, loaded, described.
+
+* `find_models(paths)`: model files and folders -> (name, path) pairs. A file is served
+  as given; a folder is searched (recursively, hidden folders and orbax `checkpoints/`
+  skipped) for fnst_jax model files (`*.npz` holding the model metadata entry: a
+  training workdir's `model.npz` and `best.npz`, or exported files under any name); a
+  training workdir that has checkpoints but no `model.npz` yet is served from its latest
+  checkpoint (`export.load_model`).
+* Names: a file's stem; `model.npz` takes its folder's name (`runs/mosaic/model.npz` ->
+  `mosaic`) and `best.npz` its folder's name plus `-best`. Names are restricted to
+  letters, digits, `.`, `_` and `-`, and must be unique. A request names a model only
+  from this loaded set: no path from a request ever reaches the file system.
+* `load_models`: each model as a `ServedModel`: one `Stylizer` per device (the stylize
+  engine: what `stylize.py` computes) plus what `GET /v1/models` describes, and the
+  style thumbnail (metadata key `style_thumbnail`: a base64 JPEG; models without one show
+  their name only).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from fnst_jax import export, runtime
+from fnst_jax.errors import UserError
+from fnst_jax.stylize.engine import DEFAULT_MAX_PIXELS, Stylizer
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_KEY = "style_thumbnail"
+BEST_FILENAME = "best.npz"
+_SKIPPED_FOLDERS = {"checkpoints"}
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ModelSetError(UserError, ValueError):
+    """The models given cannot be served as a set (none found, or two with one name)."""
+
+
+@dataclasses.dataclass
+class ServedModel:
+    """One loaded model: its name, file, metadata, thumbnail and per-device Stylizers."""
+
+    name: str
+    path: Path
+    metadata: dict[str, Any]
+    stylizers: list[Stylizer]  # one per device the service runs on, same parameters
+    thumbnail: bytes | None
+    dtype: str
+
+    @property
+    def pad(self) -> int:
+        return self.stylizers[0].pad
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON entry of `GET /v1/models`."""
+        loss = self.metadata.get("loss") or {}
+        style_image = self.metadata.get("style_image")
+        return {
+            "name": self.name,
+            "style": Path(style_image).stem if style_image else None,
+            "thumbnail_url": f"/v1/models/{self.name}/style" if self.thumbnail else None,
+            "step": self.metadata.get("step"),
+            "pad": self.pad,
+            "loss_layers": {
+                "style": list(loss.get("style_layers") or []),
+                "content": loss.get("content_layer"),
+            },
+            "dtype": self.dtype,
+            "image_size": self.metadata.get("image_size"),
+        }
+
+
+def model_name(path: Path) -> str:
+    """The name a model file is served under (see the module docstring)."""
+    if path.is_dir() or path.name == export.MODEL_FILENAME:
+        folder = path if path.is_dir() else path.parent
+        name = folder.resolve().name
+    elif path.name == BEST_FILENAME:
+        name = f"{path.parent.resolve().name}-best"
+    else:
+        name = path.stem
+    return _UNSAFE_NAME_CHARACTERS.sub("-", name).strip("-.") or "model"
+
+
+def is_model_file(path: Path) -> bool:
+    """An `.npz` holding fnst_jax model metadata (reads the archive's index only)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return export.META_KEY in data.files
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def _models_in_folder(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_FOLDERS)
+        for name in sorted(files):
+            path = Path(root) / name
+            if name.endswith(".npz") and not name.startswith("."):
+                if is_model_file(path):
+                    found.append(path)
+                else:
+                    log.info("skipping %s: not an fnst_jax model file", path)
+    if not found and (folder / "checkpoints").is_dir():
+        found.append(folder)  # a workdir before its first export: its latest checkpoint
+    return found
+
+
+def find_models(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """Model files and folders -> (name, path) pairs, sorted by name; raises
+    ModelSetError (nothing found, duplicate names) or ModelFileError (missing path)."""
+    by_name: dict[str, Path] = {}
+    for argument in paths:
+        path = Path(argument)
+        if path.is_dir():
+            files = _models_in_folder(path)
+            if not files:
+                raise ModelSetError(f"{path}: folder holds no fnst_jax model file (*.npz)")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise export.ModelFileError(f"{path}: no such model file or folder")
+        for file in files:
+            name = model_name(file)
+            if name in by_name and by_name[name].resolve() != file.resolve():
+                raise ModelSetError(
+                    f"two models would be served as {name!r}: {by_name[name]} and {file}; "
+                    "rename one of the files"
+                )
+            by_name[name] = file
+    if not by_name:
+        raise ModelSetError("no models given")
+    return sorted(by_name.items())
+
+
+def thumbnail(metadata: dict[str, Any], name: str) -> bytes | None:
+    """The style thumbnail JPEG from the metadata, or None (absent or unusable: logged)."""
+    encoded = metadata.get(THUMBNAIL_KEY)
+    if not encoded:
+        return None
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        data = b""
+    if not data.startswith(b"\xff\xd8"):
+        log.warning("model %s: %s is not a base64 JPEG; showing the name only", name, THUMBNAIL_KEY)
+        return None
+    return data
+
+
+def load_models(
+    paths: Sequence[str | os.PathLike],
+    *,
+    dtype: str = "float32",
+    bucket: int = 64,
+    max_batch: int = 8,
+    devices: Sequence[jax.Device] | None = None,
+) -> dict[str, ServedModel]:
+    """Find and load every model; one Stylizer per device (default: the default device).
+
+    The Stylizers use `stylize.py`'s defaults for everything a request cannot set (the
+    model's training pad, tiling above `engine.DEFAULT_MAX_PIXELS`), so a request returns
+    what `stylize.py` writes for the same image and options.
+    """
+    compute_dtype = runtime.dtype_from_name(dtype)
+    models = {}
+    for name, path in find_models(paths):
+        network, metadata = export.load_model(path, compute_dtype)
+        pad = int(metadata.get("pad") or 0)  # as Stylizer.from_model_file defaults it
+        stylizers = []
+        for device in devices or [None]:
+            stylizer = Stylizer(
+                network, pad=pad, bucket=bucket, batch_size=max_batch, max_pixels=DEFAULT_MAX_PIXELS
+            )
+            if device is not None:
+                # Committed parameters make every call of this Stylizer run on `device`.
+                stylizer.state = jax.device_put(stylizer.state, device)
+            stylizers.append(stylizer)
+        models[name] = ServedModel(
+            name, path, metadata, stylizers, thumbnail(metadata, name), dtype
+        )
+        log.info("loaded model %s from %s (pad %d)", name, path, pad)
+    return models
