@@ -240,3 +240,15 @@ def set_flat_params(model: TransformerNet, flat: dict[str, np.ndarray]) -> None:
     values = [jnp.asarray(flat[_path_name(p)]) for p, _ in paths]
     nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, values))
     nnx.update(model, state)
+
+
+if __name__ == "__main__":
+    # `python -m fnst_jax.export --model M --format onnx|stablehlo --output F`: the
+    # deployment exports live in fnst_jax.deploy (its cli module has the flags).
+    import sys
+
+    from fnst_jax import runtime
+    from fnst_jax.deploy import cli
+
+    runtime.enable_compilation_cache()
+    sys.exit(cli.main(sys.argv))

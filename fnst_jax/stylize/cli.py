@@ -28,7 +28,9 @@ Stylize images, folders and videos with a trained fast-neural-style model.
 
 usage: python stylize.py --model MODEL --output OUT [options] INPUT [INPUT ...]
 
-  MODEL  a training workdir (uses WORKDIR/model.npz) or an exported model .npz file
+  MODEL  a training workdir (uses WORKDIR/model.npz), an exported model .npz file, or an
+         .onnx file from `python -m fnst_jax.export` (runs in onnxruntime; no tiling:
+         images above --max-pixels are refused; --pad and --dtype are fixed in the file)
   INPUT  image files, folders (searched recursively), quoted globs ('photos/**/*.jpg'),
          videos (mp4, mov, m4v, mkv, webm) and GIFs
   OUT    a folder (created if needed): each output keeps its input's name and subfolders
@@ -51,7 +53,9 @@ kept in png/webp outputs and dropped in jpg. Existing outputs are skipped unless
 def define_flags(flag_values: flags.FlagValues) -> None:
     """The command line, on a given FlagValues so main() can be called repeatedly."""
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("model", None, "Training workdir or exported model file.", **fv)
+    flags.DEFINE_string(
+        "model", None, "Training workdir, exported model .npz file, or exported .onnx file.", **fv
+    )
     flags.DEFINE_string("output", None, "Output folder, or a file when there is one input.", **fv)
     flags.DEFINE_integer("size", None, "Resize so the longest side is this many pixels.", **fv)
     flags.DEFINE_float("scale", None, "Resize by this factor (instead of --size).", **fv)
@@ -181,7 +185,7 @@ def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int
     output = Path(fv["output"].value)
     single_file = inputs.is_single_file_output(output)
     reporter = run.Reporter(quiet=options.quiet, stream=stream)
-    stylizer = engine.Stylizer.from_model_file(  # a bad model file: UserError, exit 2
+    stylizer = engine.load_stylizer(  # a bad model file: UserError, exit 2
         fv["model"].value,
         dtype=fv["dtype"].value,
         pad=fv["pad"].value,

@@ -19,6 +19,10 @@ of a bucket-shaped array, and `TransformerNet.forward` gets its box, so every la
 at the box edges and every instance norm measures inside it (see transformer_net's module
 docstring). The bucket padding beyond the box never reaches the result.
 
+`load_stylizer(path, ...)` picks the engine for a model path: this module's `Stylizer`, or
+for an exported `.onnx` file `deploy.onnx_runtime.OnnxStylizer` (onnxruntime, same interface,
+no tiling).
+
 Where things happen:
   * `_forward`: the jit-compiled network, shared by every Stylizer of one architecture.
   * `Stylizer.run_network`: one batch of laid-out images through `_forward`;
@@ -43,6 +47,9 @@ import numpy as np
 from flax import nnx
 
 from fnst_jax import export, image_io, runtime
+from fnst_jax.deploy import onnx_runtime
+from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+from fnst_jax.errors import UsageError
 from fnst_jax.stylize import tiling
 from fnst_jax.stylize.arrays import network_input, round_up
 from fnst_jax.transformer_net import SIZE_MULTIPLE, Moments, NormControl, TransformerNet
@@ -270,6 +277,37 @@ class Stylizer:
             output[top : top + image.shape[0], left : left + image.shape[1]]
             for output, image, (top, left) in zip(outputs, images, offsets, strict=True)
         ]
+
+
+def load_stylizer(
+    path: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    pad: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    **options: int | str,
+) -> Stylizer | OnnxStylizer:
+    """The engine for a model path, as `stylize.py --model` takes it: an exported `.onnx`
+    file runs in onnxruntime (`deploy.onnx_runtime.OnnxStylizer`: same interface; its pad
+    and dtype were fixed at export and it does not tile, so `options` (bucket, tile,
+    tile_statistics) do not apply); anything else is `Stylizer.from_model_file`."""
+    if not onnx_runtime.is_onnx_file(path):
+        return Stylizer.from_model_file(
+            path, dtype=dtype, pad=pad, batch_size=batch_size, max_pixels=max_pixels, **options
+        )
+    stylizer = onnx_runtime.OnnxStylizer(path, batch_size=batch_size, max_pixels=max_pixels)
+    if dtype != "float32":
+        raise UsageError(
+            f"--dtype {dtype} does not apply to an ONNX model: its dtype "
+            f"({stylizer.properties.get('dtype', 'float32')}) was fixed at export"
+        )
+    if pad is not None and pad != stylizer.pad:
+        raise UsageError(
+            f"--pad {pad}: an ONNX model's pad was fixed at export ({stylizer.pad} px); "
+            f"export it again with --pad {pad}"
+        )
+    return stylizer
 
 
 def _finish(stylized: np.ndarray, original: np.ndarray, preserve_color: bool) -> np.ndarray:

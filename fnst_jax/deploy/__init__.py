@@ -1,0 +1,28 @@
+"""Deployment exports: a trained model as an ONNX model or a serialized JAX program.
+
+    python -m fnst_jax.export --model runs/mosaic --format onnx --output mosaic.onnx
+    python -m fnst_jax.export --model runs/mosaic --format stablehlo --output mosaic.jaxexport
+
+Where things happen:
+  * `onnx_graph.py`: the ONNX graph, written node by node from the TransformerNet's
+    parameters with standard operators (Pad reflect, Conv, InstanceNormalization, ...).
+  * `stablehlo.py`: the `jax.export` program (symbolic batch, height and width), serialized.
+  * `verify.py`: the check every written file passes: loaded back, run at a few sizes and
+    compared with `transformer_net.stylize_padded` (at most 1/255 apart after rounding).
+  * `cli.py`: the flags and `main(argv)`; the file is renamed into place only once verified.
+  * `onnx_runtime.py`: `OnnxStylizer`, the engine `stylize.py --model x.onnx` runs
+    (onnxruntime; imports no JAX).
+
+Both exports share one interface (the names below): input uint8 (batch, height, width, 3)
+RGB; outputs the stylized uint8 images and the unrounded float32 ones (0..255 scale), same
+shape; the model's training pad applied inside. This module imports nothing heavy, so the
+ONNX runtime path stays free of JAX.
+"""
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "stylized"
+FLOAT_OUTPUT_NAME = "stylized_float"
+
+DEFAULT_OPSET = 18
+# The graph's Resize (empty roi) and Pad/Clip/Slice with tensor inputs need opset 13.
+MIN_OPSET = 13

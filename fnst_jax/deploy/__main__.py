@@ -1,0 +1,11 @@
+"""`python -m fnst_jax.deploy ...`: the same command as `python -m fnst_jax.export ...`."""
+
+import sys
+
+from fnst_jax import runtime
+from fnst_jax.deploy import cli
+
+if __name__ == "__main__":
+    # The check compiles the JAX forward at each size: cache the programs across runs.
+    runtime.enable_compilation_cache()
+    sys.exit(cli.main(sys.argv))

@@ -1,0 +1,205 @@
+"""`python -m fnst_jax.export` (and `python -m fnst_jax.deploy`): flags -> a verified file.
+
+    python -m fnst_jax.export --model runs/mosaic --format onnx --output mosaic.onnx
+    python -m fnst_jax.export --model runs/mosaic --format stablehlo --output mosaic.jaxexport
+
+Reads the model file (`export.load_model`: a bad, foreign or too new file is a
+`ModelFileError`, exit 2), writes the ONNX graph (`onnx_graph`) or the serialized JAX
+program (`stablehlo`) to a temporary file beside `--output`, loads that file back and checks
+it against the JAX forward (`verify`), and only then renames it onto `--output`
+(`files.write_atomic`): a file that disagrees is never left, and an existing output is only
+replaced with `--overwrite`. Exit status: 0 written, 2 bad usage, unusable model or a file
+that failed its check, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from absl import flags
+
+from fnst_jax import cli as convention
+from fnst_jax import export
+from fnst_jax.deploy import DEFAULT_OPSET, MIN_OPSET, verify
+from fnst_jax.errors import UsageError, UserError
+from fnst_jax.files import write_atomic
+from fnst_jax.transformer_net import TransformerNet
+
+FORMATS = ("onnx", "stablehlo")
+ONNX_DTYPES = ("float32", "float16")
+
+USAGE = """\
+Export a trained model to ONNX or to a serialized JAX program (StableHLO), verified.
+
+usage: python -m fnst_jax.export --model MODEL --format onnx|stablehlo --output FILE [options]
+
+  MODEL  a training workdir (uses WORKDIR/model.npz) or an exported model .npz file
+
+examples:
+  python -m fnst_jax.export --model runs/mosaic --format onnx --output mosaic.onnx
+  python -m fnst_jax.export --model runs/mosaic --format onnx --dtype float16 --output m16.onnx
+  python -m fnst_jax.export --model runs/mosaic --format stablehlo --output mosaic.jaxexport
+
+Both take uint8 (batch, height, width, 3) RGB images of any size and return the stylized
+uint8 images ('stylized') and the unrounded float32 ones ('stylized_float'); the model's
+training pad is applied inside. Every file is checked against the JAX model on a few sizes
+before it is written (at most 1/255 apart after rounding) and refused otherwise.
+ONNX needs the onnx extra: pip install -e '.[onnx]'.
+"""
+
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("model", None, "Training workdir or exported model .npz file.", **fv)
+    flags.DEFINE_enum("format", None, list(FORMATS), "What to write.", **fv)
+    flags.DEFINE_string("output", None, "The file to write.", **fv)
+    flags.DEFINE_integer(
+        "opset", DEFAULT_OPSET, f"ONNX opset ({MIN_OPSET} or newer; ONNX only).", **fv
+    )
+    flags.DEFINE_enum(
+        "dtype",
+        "float32",
+        list(ONNX_DTYPES),
+        "Weights and activations of the ONNX model (instance norms stay float32); the "
+        "StableHLO program is float32.",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "pad",
+        None,
+        "Reflection padding applied inside the exported model (default: the model's "
+        "training pad from its metadata, else 0).",
+        **fv,
+    )
+    flags.DEFINE_list(
+        "verify-sizes",
+        ["64x64", "37x53", "256x171"],
+        "Image sizes WIDTHxHEIGHT the written file is checked at against the JAX model.",
+        **fv,
+    )
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", **fv)
+
+
+def parse_sizes(values: Sequence[str]) -> list[tuple[int, int]]:
+    """["256x171", ...] (WIDTHxHEIGHT) -> [(171, 256), ...] as (height, width)."""
+    sizes = []
+    for value in values:
+        try:
+            width, height = (int(part) for part in value.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--verify-sizes: {value!r} is not WIDTHxHEIGHT") from None
+        if width < 8 or height < 8:
+            raise UsageError(f"--verify-sizes: {value} is too small to check (8x8 or more)")
+        sizes.append((height, width))
+    if not sizes:
+        raise UsageError("--verify-sizes: give at least one size (the check cannot be skipped)")
+    return sizes
+
+
+def fnst_jax_version() -> str:
+    try:
+        return importlib.metadata.version("fnst_jax")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def model_properties(model_path: Path, metadata: dict[str, Any], pad: int) -> dict[str, str]:
+    """What an exported file records about its source (ONNX metadata properties)."""
+    style_image = metadata.get("style_image")
+    if style_image:
+        style = Path(style_image).stem
+    else:  # the workdir's name, or the model file's stem
+        style = (
+            model_path.parent.name if model_path.name == export.MODEL_FILENAME else model_path.stem
+        )
+    properties = {
+        "style": style,
+        "pad": str(pad),
+        "source_model": model_path.name,
+        "source_model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "fnst_jax_version": fnst_jax_version(),
+    }
+    if "step" in metadata:
+        properties["training_step"] = str(metadata["step"])
+    return properties
+
+
+def _check_flags(fv: flags.FlagValues, positional: list[str]) -> None:
+    convention.require(fv, "model", "format", "output")
+    if positional:
+        raise UsageError(f"unexpected arguments: {' '.join(positional)} (see --help)")
+    if fv["format"].value == "stablehlo" and fv["dtype"].value != "float32":
+        raise UsageError("--dtype float16 is for --format onnx (the StableHLO program is float32)")
+    if fv["pad"].value is not None and fv["pad"].value < 0:
+        raise UsageError("--pad must be >= 0")
+    output = Path(fv["output"].value)
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder; give a file name")
+    if output.exists() and not fv["overwrite"].value:
+        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+
+
+def _onnx_file(
+    model: TransformerNet, pad: int, properties: dict[str, str], opset: int, dtype: str
+) -> bytes:
+    try:
+        from fnst_jax.deploy import onnx_graph
+    except ImportError as e:
+        raise UserError(
+            f"--format onnx needs the onnx and onnxruntime packages ({e}): pip install -e '.[onnx]'"
+        ) from None
+    return onnx_graph.serialize(model, pad, properties, opset=opset, dtype=dtype)
+
+
+def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
+    _check_flags(fv, positional)
+    sizes = parse_sizes(fv["verify-sizes"].value)
+    output = Path(fv["output"].value)
+    model_path = export.resolve_model_path(fv["model"].value)
+    model, metadata = export.load_model(model_path)
+    pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
+    properties = model_properties(model_path, metadata, pad)
+    if fv["format"].value == "onnx":
+        data = _onnx_file(model, pad, properties, fv["opset"].value, fv["dtype"].value)
+        runner = verify.onnx_runner
+        described = f"ONNX opset {fv['opset'].value}, {fv['dtype'].value}"
+    else:
+        from fnst_jax.deploy import stablehlo
+
+        data = stablehlo.serialize(model, pad)
+        runner = verify.stablehlo_runner
+        described = f"jax.export, platforms {', '.join(stablehlo.PLATFORMS)}"
+
+    checks: list[verify.Check] = []
+
+    def write_and_verify(temporary: Path) -> None:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        checks.extend(verify.verify(runner(temporary), model, pad, sizes))
+        verify.require_agreement(checks, f"{output}: not written: the exported file")
+
+    write_atomic(output, write_and_verify)
+    print(
+        f"wrote {output} ({len(data) / 1e6:.1f} MB; {described}; style {properties['style']}, "
+        f"pad {pad}); checked against the JAX model:",
+        file=stream,
+    )
+    for check in checks:
+        print(f"  {check.describe()}", file=stream)
+    return convention.EXIT_OK
+
+
+def main(argv: Sequence[str], stream: TextIO | None = None) -> int:
+    """Run the command line (argv[0] is the program name); returns the exit status."""
+    stream = stream if stream is not None else sys.stderr
+    return convention.run_command(
+        define_flags, lambda fv, positional: _export(fv, positional, stream), argv, USAGE, stream
+    )

@@ -1,0 +1,340 @@
+"""The deployment exports (`fnst_jax.deploy`): the ONNX graph and the serialized JAX program
+against the JAX forward (`stylize_padded`), the check every export runs, and the command.
+
+The bound throughout is the exporter's: after rounding to uint8, no value may differ from
+the JAX forward's by more than 1/255 (`verify.MAX_LEVEL_DIFFERENCE`). Measured on the test
+model (outputs spanning 0..255): float32 ONNX and StableHLO within 0.001 before rounding,
+float16 ONNX within 0.4 (verify's module docstring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+from stylize_helpers import TEST_PAD, make_test_model, save_test_model
+
+from fnst_jax import export, image_io
+from fnst_jax.deploy import FLOAT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, cli, stablehlo, verify
+from fnst_jax.transformer_net import TransformerNet, stylize_padded
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+from fnst_jax.deploy import onnx_graph  # noqa: E402 (needs onnx)
+
+REPO = Path(__file__).resolve().parents[1]
+# A model trained on the real photos: the README's quick start writes runs/mosaic;
+# FNST_JAX_TRAINED_MODEL may name another. Tests using it skip when there is none.
+TRAINED_MODEL = Path(os.environ.get("FNST_JAX_TRAINED_MODEL", REPO / "runs" / "mosaic"))
+
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
+# The standard operators the graph may use (onnx_graph's module docstring).
+STANDARD_OPS = {
+    *("Pad", "Conv", "InstanceNormalization", "Relu", "Resize", "Add", "Slice", "Transpose"),
+    *("Cast", "Round", "Clip", "Shape", "Min", "Sub", "Neg", "Mod", "Concat", "Identity"),
+}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return save_test_model(tmp_path_factory.mktemp("model") / "candy.npz")
+
+
+@pytest.fixture(scope="module")
+def model() -> TransformerNet:
+    return make_test_model()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory, model) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "candy.onnx"
+    path.write_bytes(onnx_graph.serialize(model, TEST_PAD, {"style": "candy"}))
+    return path
+
+
+def reference(model, images, pad=TEST_PAD):
+    return np.asarray(stylize_padded(model, images, pad))
+
+
+def batch(height, width, n=2, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+def assert_within_bound(outputs, expected):
+    levels, raw = outputs
+    assert levels.dtype == np.uint8 and raw.dtype == np.float32
+    assert levels.shape == raw.shape == expected.shape
+    wanted = image_io.to_uint8(expected).astype(int)
+    assert np.abs(levels.astype(int) - wanted).max() <= verify.MAX_LEVEL_DIFFERENCE
+    np.testing.assert_array_equal(levels, image_io.to_uint8(raw))
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+
+@pytest.mark.parametrize("height, width, n", [(3, 3, 1), (5, 9, 3), (37, 53, 2), (64, 48, 1)])
+def test_onnx_matches_jax_forward_at_odd_sizes_and_batches(onnx_file, model, height, width, n):
+    run = verify.onnx_runner(onnx_file)
+    images = batch(height, width, n)
+    assert_within_bound(run(images), reference(model, images))
+
+
+def test_onnx_interface_metadata_and_operators(tmp_path, model_path):
+    output = tmp_path / "candy.onnx"
+    argv = ["export", f"--model={model_path}", "--format=onnx", f"--output={output}"]
+    assert cli.main([*argv, "--verify-sizes=37x53"]) == 0
+    model = onnx.load(output)
+    onnx.checker.check_model(model, full_check=True)
+    (graph_input,) = model.graph.input
+    assert graph_input.name == INPUT_NAME
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert dims == ["batch", "height", "width", 3]  # symbolic height and width
+    outputs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    assert outputs == {
+        OUTPUT_NAME: onnx.TensorProto.UINT8,
+        FLOAT_OUTPUT_NAME: onnx.TensorProto.FLOAT,
+    }
+    properties = {p.key: p.value for p in model.metadata_props}
+    assert properties["style"] == "candy"
+    assert properties["pad"] == str(TEST_PAD)
+    assert properties["source_model_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert properties["fnst_jax_version"] == cli.fnst_jax_version() != ""
+    assert properties["min_side"] == "3" and properties["dtype"] == "float32"
+    assert {node.op_type for node in model.graph.node} <= STANDARD_OPS
+    assert {node.domain for node in model.graph.node} == {""}
+    pads = [n for n in model.graph.node if n.op_type == "Pad"]
+    assert all(a.s == b"reflect" for n in pads for a in n.attribute if a.name == "mode")
+
+
+def test_smallest_side_is_where_onnxruntime_reflection_starts_to_work(onnx_file, model):
+    assert [onnx_graph.smallest_side(pad) for pad in (0, 1, 2, 8, 40)] == [5, 3, 3, 3, 3]
+    run = verify.onnx_runner(onnx_file)
+    with pytest.raises(Exception, match="Pad"):
+        run(batch(2, 9, 1))  # side 2 < smallest_side(8): onnxruntime refuses the pad
+
+
+def test_float16_onnx_keeps_the_bound(model):
+    data = onnx_graph.serialize(model, TEST_PAD, {}, dtype="float16")
+    initializers = onnx.load_from_string(data).graph.initializer
+    kernels = [t for t in initializers if "_kernel_" in t.name]
+    assert len(kernels) == 16 and {t.data_type for t in kernels} == {onnx.TensorProto.FLOAT16}
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    images = batch(37, 53, 2)
+    levels, raw = session.run([OUTPUT_NAME, FLOAT_OUTPUT_NAME], {INPUT_NAME: images})
+    expected = reference(model, images)
+    assert_within_bound((levels, raw), expected)
+    # It is float16 arithmetic: well above float32's 0.001, below the 0.5 that rounding allows.
+    assert 0.01 < np.abs(raw - expected).max() < 0.5
+
+
+def test_opset_range(model):
+    for opset in (13, 17):
+        data = onnx_graph.serialize(model, TEST_PAD, {}, opset=opset)
+        assert onnx.load_from_string(data).opset_import[0].version == opset
+    with pytest.raises(ValueError, match="--opset must be between 13 and"):
+        onnx_graph.serialize(model, TEST_PAD, {}, opset=12)
+
+
+# ----------------------------------------------------------------------------- StableHLO
+
+# Runs in a fresh interpreter that has only jax and numpy: no fnst_jax import at all.
+STANDALONE = textwrap.dedent(
+    """
+    import sys
+    import jax
+    import numpy as np
+    exported = jax.export.deserialize(open(sys.argv[1], "rb").read())
+    images = np.load(sys.argv[2])
+    results = {}
+    for name, array in images.items():
+        outputs = exported.call(array)
+        results[name + "/levels"] = np.asarray(outputs["stylized"])
+        results[name + "/raw"] = np.asarray(outputs["stylized_float"])
+    np.savez(sys.argv[3], **results)
+    assert not any(m.split(".")[0] == "fnst_jax" for m in sys.modules), "fnst_jax imported"
+    print(",".join(exported.platforms))
+    """
+)
+
+
+def test_stablehlo_is_callable_without_fnst_jax(tmp_path, model):
+    program = tmp_path / "candy.jaxexport"
+    program.write_bytes(stablehlo.serialize(model, TEST_PAD))
+    images = {"one": batch(1, 1, 1), "odd": batch(5, 7, 3), "wide": batch(37, 53, 2)}
+    np.savez(tmp_path / "in.npz", **images)
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS="1", PYTHONPATH="")
+    result = subprocess.run(
+        [sys.executable, "-c", STANDALONE, program, tmp_path / "in.npz", tmp_path / "out.npz"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # not the repository: `fnst_jax` must not be importable by accident
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cpu,cuda,tpu"
+    with np.load(tmp_path / "out.npz") as results:
+        for name, images_of_size in images.items():
+            outputs = (results[f"{name}/levels"], results[f"{name}/raw"])
+            assert_within_bound(outputs, reference(model, images_of_size))
+
+
+# ----------------------------------------------------------------------------- the check
+
+
+def test_compare_bounds_levels_not_floats():
+    images = batch(4, 4, 1)
+    expected = np.full(images.shape, 100.4, np.float32)
+    close = expected + 0.3  # 100.7 rounds to 101: one level, passes
+    check = verify.compare(images, (image_io.to_uint8(close), close), expected)
+    assert check.passed and check.max_level_difference == 1
+    far = expected + 1.5
+    check = verify.compare(images, (image_io.to_uint8(far), far), expected)
+    assert not check.passed and check.max_level_difference == 2
+    with pytest.raises(verify.VerificationError, match="disagrees with the JAX model .* 4x4"):
+        verify.require_agreement([check], "x.onnx")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "stablehlo"])
+def test_a_file_that_disagrees_is_never_left(tmp_path, model_path, monkeypatch, capsys, fmt):
+    """A file built from another model fails its check: the command exits 2 and leaves
+    neither the file nor its temporary, and an existing output stays as it was."""
+    other = TransformerNet(rngs=nnx.Rngs(7))
+    if fmt == "onnx":
+        build = onnx_graph.serialize
+        monkeypatch.setattr(onnx_graph, "serialize", lambda m, *a, **k: build(other, *a, **k))
+    else:
+        build = stablehlo.serialize
+        monkeypatch.setattr(stablehlo, "serialize", lambda m, pad: build(other, pad))
+    output = tmp_path / "out" / f"candy.{fmt}"
+    output.parent.mkdir()
+    output.write_bytes(b"previous")
+    argv = ["export", f"--model={model_path}", f"--format={fmt}", f"--output={output}"]
+    assert cli.main([*argv, "--overwrite", "--verify-sizes=37x53"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {output}: not written: the exported file disagrees with the JAX model" in err
+    assert "37x53" in err and "Traceback" not in err
+    assert output.read_bytes() == b"previous"
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name]
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_command_writes_verified_stablehlo(tmp_path, model_path, capsys):
+    output = tmp_path / "candy.jaxexport"
+    argv = ["export", f"--model={model_path}", "--format=stablehlo", f"--output={output}"]
+    assert cli.main([*argv, "--verify-sizes=64x64,37x53"]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote {output}" in err and "64x64 (batch 2)" in err and "37x53 (batch 2)" in err
+    assert output.stat().st_size > 1_000_000  # the parameters are in it
+
+
+def old_layout(path):
+    """A model file whose parameters predate the current TransformerNet (one missing)."""
+    arrays, meta = export.read_model(save_test_model(path))
+    del arrays["out/conv/bias"]
+    arrays[export.META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"garbage"), "not an fnst_jax model file"),
+        (lambda p: np.savez(p, weights=np.zeros(3)), "no __fnst_meta__"),
+        (
+            lambda p: np.savez(
+                p,
+                __fnst_meta__=np.frombuffer(
+                    b'{"format": "fnst_jax.model", "version": 99}', np.uint8
+                ),
+            ),
+            "newer than this fnst_jax supports",
+        ),
+        (old_layout, "parameters do not match TransformerNet"),
+        (None, "model file not found"),
+    ],
+)
+def test_unusable_model_files_exit_2_with_a_clear_error(tmp_path, capsys, make, message):
+    model_path = tmp_path / "model.npz"
+    if make is not None:
+        make(model_path)
+    output = tmp_path / "out.onnx"
+    assert cli.main(["export", f"--model={model_path}", "--format=onnx", f"--output={output}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--format=stablehlo", "--dtype=float16"], "--dtype float16 is for --format onnx"),
+        (["--format=onnx", "--opset=12"], "--opset must be between 13"),
+        (["--format=onnx", "--verify-sizes=64"], "is not WIDTHxHEIGHT"),
+        (["--format=onnx", "--verify-sizes=4x4"], "too small to check"),
+        (["--format=tflite"], "value should be one of"),
+        ([], "--format is required"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, model_path, capsys, extra, message):
+    argv = ["export", f"--model={model_path}", f"--output={tmp_path / 'x'}", *extra]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path, model_path, capsys):
+    output = tmp_path / "candy.onnx"
+    output.write_bytes(b"keep")
+    assert cli.main(["x", f"--model={model_path}", "--format=onnx", f"--output={output}"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert output.read_bytes() == b"keep"
+
+
+def test_real_entry_points(tmp_path, model_path):
+    """`python -m fnst_jax.deploy` (and, once export.py delegates to it, `python -m
+    fnst_jax.export`) in a real process: --help, and an error exit."""
+    modules = ["fnst_jax.deploy"]
+    if "fnst_jax.deploy" in (REPO / "fnst_jax" / "export.py").read_text():
+        modules.append("fnst_jax.export")
+    env = dict(os.environ, FNST_JAX_CACHE=str(tmp_path / "cache"))
+    for module in modules:
+        help_run = subprocess.run(
+            [sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env
+        )
+        assert help_run.returncode == 0, help_run.stderr
+        for flag in ("--model", "--format", "--output", "--opset", "--dtype", "--verify-sizes"):
+            assert flag in help_run.stdout
+        argv = [f"--model={tmp_path / 'nope'}", "--format=onnx", f"--output={tmp_path / 'x'}"]
+        bad = subprocess.run(
+            [sys.executable, "-m", module, *argv], capture_output=True, text=True, env=env
+        )
+        assert bad.returncode == 2 and "model file not found" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- trained model
+
+
+@pytest.mark.slow
+def test_trained_model_exports_verify(tmp_path, capsys):
+    """Both formats of a model trained on the real photos pass the exporter's check at its
+    default sizes (skipped without one: train it with the README's quick start)."""
+    if not (TRAINED_MODEL / export.MODEL_FILENAME).is_file() and not TRAINED_MODEL.is_file():
+        pytest.skip(f"no trained model at {TRAINED_MODEL} (README quick start writes it)")
+    for fmt, extra in (("onnx", []), ("onnx", ["--dtype=float16"]), ("stablehlo", [])):
+        output = tmp_path / f"trained_{fmt}_{len(extra)}"
+        argv = ["export", f"--model={TRAINED_MODEL}", f"--format={fmt}", f"--output={output}"]
+        assert cli.main([*argv, *extra]) == 0, capsys.readouterr().err
+        assert output.is_file()
