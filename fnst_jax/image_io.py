@@ -196,6 +196,24 @@ def read_rgb_resized(path: str | os.PathLike, shorter_side: int | None = None) -
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
 
 
+def check_rgb_image(image: np.ndarray) -> None:
+    """ValueError unless `image` is a non-empty uint8 (H, W, 3) RGB array (what the stylize
+    engines take)."""
+    if not (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+        and image.size > 0
+    ):
+        described = (
+            f"{image.dtype} array of shape {image.shape}"
+            if isinstance(image, np.ndarray)
+            else type(image).__name__
+        )
+        raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got a {described}")
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Floats on the 0..255 scale (any shape, e.g. the network's output) -> uint8, rounded to
     the nearest level and clipped."""

@@ -52,17 +52,6 @@ def is_onnx_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".onnx"
 
 
-def _check_image(image: np.ndarray) -> None:
-    if not (
-        isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 3
-        and image.shape[2] == 3
-        and image.size > 0
-    ):
-        raise ValueError("expected a uint8 (H, W, 3) RGB image")
-
-
 class OnnxStylizer:
     """An exported ONNX model in an onnxruntime session, with batching around it."""
 
@@ -173,7 +162,7 @@ class OnnxStylizer:
     def _stylize_floats(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         same_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
-            _check_image(image)
+            image_io.check_rgb_image(image)
             self._check_size(*image.shape[:2])
             same_size.setdefault(image.shape[:2], []).append(index)
         results: list[np.ndarray | None] = [None] * len(images)

@@ -85,22 +85,6 @@ def _forward(
     return output, norms.used
 
 
-def _check_image(image: np.ndarray) -> None:
-    if not (
-        isinstance(image, np.ndarray)
-        and image.dtype == np.uint8
-        and image.ndim == 3
-        and image.shape[2] == 3
-        and image.size > 0
-    ):
-        described = (
-            f"{image.dtype} array of shape {image.shape}"
-            if isinstance(image, np.ndarray)
-            else type(image).__name__
-        )
-        raise ValueError(f"expected a uint8 (H, W, 3) RGB image, got a {described}")
-
-
 class Stylizer:
     """A model ready to stylize: the compiled network plus padding, bucketing, batching and
     tiling around it. See the module docstring for the API."""
@@ -170,7 +154,7 @@ class Stylizer:
         images above `max_pixels` are tiled one by one.
         """
         for image in images:
-            _check_image(image)
+            image_io.check_rgb_image(image)
         results: list[np.ndarray | None] = [None] * len(images)
         same_bucket: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
@@ -187,7 +171,7 @@ class Stylizer:
     def stylize_float(self, image: np.ndarray) -> np.ndarray:
         """One uint8 (H, W, 3) image -> float32 (H, W, 3) on the 0..255 scale, unclamped and
         unrounded (for measurements; `stylize` rounds it)."""
-        _check_image(image)
+        image_io.check_rgb_image(image)
         if self.needs_tiling(*image.shape[:2]):
             return tiling.stylize_tiled(self, image)
         return self._stylize_bucket([image])[0]
