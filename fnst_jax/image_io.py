@@ -113,13 +113,7 @@ def read_image(path: str | os.PathLike) -> DecodedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image.load()  # force the full decode now: truncated files fail here
-                source_format = image.format
-                icc = image.info.get("icc_profile")
-                if image.mode == "CMYK":
-                    icc = None  # the pixels are converted to RGB; a CMYK profile no longer fits
-                image = ImageOps.exif_transpose(image)
-                rgb, alpha = pil_to_rgb_alpha(image)
+                return decode_opened(image)
     except FileNotFoundError as e:
         raise ImageReadError(f"{path}: no such file") from e
     except Image.UnidentifiedImageError as e:
@@ -129,6 +123,18 @@ def read_image(path: str | os.PathLike) -> DecodedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # Pillow reports truncated/corrupt data as OSError or SyntaxError.
         raise ImageReadError(f"{path}: cannot decode image ({e})") from e
+
+
+def decode_opened(image: Image.Image) -> DecodedImage:
+    """Fully decode an image Pillow has opened (a file, or bytes in memory): EXIF
+    orientation applied, any mode to 8-bit RGB + alpha, the ICC profile kept where it still
+    fits. Pillow's errors propagate (truncated data fails here); callers word them."""
+    image.load()  # force the full decode now: truncated data fails here
+    source_format = image.format
+    icc = image.info.get("icc_profile")
+    if image.mode == "CMYK":
+        icc = None  # the pixels are converted to RGB; a CMYK profile no longer fits
+    rgb, alpha = pil_to_rgb_alpha(ImageOps.exif_transpose(image))
     return DecodedImage(rgb, alpha, icc or None, source_format)
 
 

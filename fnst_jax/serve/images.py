@@ -20,7 +20,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -122,13 +122,7 @@ def decode(data: bytes, max_pixels: int) -> image_io.DecodedImage:
                 width, height = image.size  # from the header: nothing decoded yet
                 if width * height > max_pixels:
                     raise too_many_pixels(width, height, max_pixels, "the image has")
-                image.load()  # the full decode: truncated data fails here
-                source_format = image.format
-                icc = image.info.get("icc_profile")
-                if image.mode == "CMYK":
-                    icc = None  # converted to RGB below: a CMYK profile no longer fits
-                image = ImageOps.exif_transpose(image)
-                rgb, alpha = image_io.pil_to_rgb_alpha(image)
+                return image_io.decode_opened(image)
     except Image.UnidentifiedImageError as e:
         raise ServiceError(
             415,
@@ -141,7 +135,6 @@ def decode(data: bytes, max_pixels: int) -> image_io.DecodedImage:
         raise _bad_request(
             "corrupt_image", f"cannot decode the image: truncated or corrupt ({e})"
         ) from e
-    return image_io.DecodedImage(rgb, alpha, icc or None, source_format)
 
 
 def too_many_pixels(width: int, height: int, max_pixels: int, what: str) -> ServiceError:

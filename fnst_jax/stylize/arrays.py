@@ -18,6 +18,14 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def pad_batch(array: np.ndarray) -> np.ndarray:
+    """A batch padded up to a power of two by repeating its last item, so that few batch
+    sizes ever get compiled; callers drop the extra results."""
+    n = len(array)
+    extra = (1 << (n - 1).bit_length()) - n
+    return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)]) if extra else array
+
+
 def reflect_pad_numpy(
     images: np.ndarray, top: int, bottom: int, left: int, right: int
 ) -> np.ndarray:

@@ -51,7 +51,7 @@ from fnst_jax.deploy import onnx_runtime
 from fnst_jax.deploy.onnx_runtime import OnnxStylizer
 from fnst_jax.errors import UsageError
 from fnst_jax.stylize import tiling
-from fnst_jax.stylize.arrays import network_input, round_up
+from fnst_jax.stylize.arrays import network_input, pad_batch, round_up
 from fnst_jax.transformer_net import SIZE_MULTIPLE, Moments, NormControl, TransformerNet
 
 DEFAULT_MAX_PIXELS = 2048 * 2048  # ~3 GB of activations on CPU in float32
@@ -213,10 +213,7 @@ class Stylizer:
         n, height, width = batch.shape[:3]
         if boxes is None:
             boxes = np.tile(np.array([0, height, 0, width], np.int32), (n, 1))
-        padded_n = 1 << (n - 1).bit_length()
-        if padded_n != n:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], padded_n - n, axis=0)])
-            boxes = np.concatenate([boxes, np.repeat(boxes[-1:], padded_n - n, axis=0)])
+        batch, boxes = pad_batch(batch), pad_batch(boxes)
         self.compiled_shapes.add(batch.shape)
         images = jnp.asarray(batch, dtype=jnp.float32)
         output, used = _forward(self.graphdef, self.state, images, jnp.asarray(boxes), statistics)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fnst_jax.stylize.arrays import network_input, resize
+from fnst_jax.stylize.arrays import network_input, pad_batch, resize
 from fnst_jax.transformer_net import Moments, NormControl
 
 if TYPE_CHECKING:
@@ -87,6 +87,11 @@ class TileGrid:
         tile_h, tile_w = self.tile_shape
         return tile_h + 2 * self.halo, tile_w + 2 * self.halo
 
+    def tiles(self, source: np.ndarray) -> list[Tile]:
+        """Every tile of the network input `source`, cut once: each of the 16 passes over
+        an image reuses them."""
+        return [self.tile_at(source, y, x) for y, x in self.origins()]
+
     def origins(self) -> list[tuple[int, int]]:
         """(top, left) of every interior, row by row."""
         tile_h, tile_w = self.tile_shape
@@ -113,19 +118,16 @@ class TileGrid:
         return Tile(top, left, array, np.array(box, np.int32), np.array(interior, np.int32))
 
 
-def _batches(stylizer: Stylizer, grid: TileGrid, source: np.ndarray) -> Iterator[list[Tile]]:
-    """The grid's tiles, as many per network call as `max_pixels` allows."""
+def _batches(stylizer: Stylizer, grid: TileGrid, tiles: Sequence[Tile]) -> Iterator[list[Tile]]:
+    """The tiles, as many per network call as `max_pixels` allows."""
     limit = stylizer.batch_limit(grid.array_shape[0] * grid.array_shape[1])
-    origins = grid.origins()
-    for start in range(0, len(origins), limit):
-        yield [grid.tile_at(source, y, x) for y, x in origins[start : start + limit]]
+    for start in range(0, len(tiles), limit):
+        yield list(tiles[start : start + limit])
 
 
-def _padded_batch(tiles: Sequence[Tile], field: str) -> np.ndarray:
-    """A tile field stacked, the batch padded up to a power of two (as run_network does)."""
-    stacked = np.stack([getattr(t, field) for t in tiles])
-    padded_n = 1 << (len(tiles) - 1).bit_length()
-    return np.concatenate([stacked, np.repeat(stacked[-1:], padded_n - len(tiles), axis=0)])
+def _stacked(tiles: Sequence[Tile], field: str) -> jax.Array:
+    """A tile field of a batch, stacked and padded as `run_network` pads batches."""
+    return jnp.asarray(pad_batch(np.stack([getattr(t, field) for t in tiles])))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
@@ -159,24 +161,30 @@ def _combine(summaries: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Mome
     return mean.astype(np.float32), variance.astype(np.float32)
 
 
-def exact_statistics(stylizer: Stylizer, source: np.ndarray, grid: TileGrid) -> NormStatistics:
+def exact_statistics(
+    stylizer: Stylizer,
+    source: np.ndarray,
+    grid: TileGrid,
+    tiles: Sequence[Tile] | None = None,
+) -> NormStatistics:
     """The moments of every norm layer over the whole network input `source`, computed
-    layer by layer over the grid's tiles (see the module docstring)."""
+    layer by layer over the grid's tiles (see the module docstring). tiles: the grid's
+    tiles of `source` when the caller has cut them already."""
+    tiles = grid.tiles(source) if tiles is None else tiles
     statistics: NormStatistics = []
     for layer in range(NUM_NORM_LAYERS):
         summaries = []
-        for tiles in _batches(stylizer, grid, source):
-            images = jnp.asarray(_padded_batch(tiles, "array"), jnp.float32)
+        for batch in _batches(stylizer, grid, tiles):
             count, mean, squares = _layer_summary(
                 stylizer.graphdef,
                 stylizer.state,
-                images,
-                jnp.asarray(_padded_batch(tiles, "box")),
-                jnp.asarray(_padded_batch(tiles, "interior")),
+                _stacked(batch, "array").astype(jnp.float32),
+                _stacked(batch, "box"),
+                _stacked(batch, "interior"),
                 layer,
                 statistics,
             )
-            n = len(tiles)  # the batch padding repeats the last tile: leave it out
+            n = len(batch)  # the batch padding repeats the last tile: leave it out
             summaries.append((np.asarray(count)[:n], np.asarray(mean)[:n], np.asarray(squares)[:n]))
         statistics.append(_combine(summaries))
     return statistics
@@ -215,17 +223,20 @@ def stylize_tiled(
 ) -> np.ndarray:
     """One uint8 (H, W, 3) image -> float32 (H, W, 3), unclamped, tile by tile, every tile
     normalised with `statistics` (default: `image_statistics`)."""
-    if statistics is None:
-        statistics = image_statistics(stylizer, image)
     height, width = image.shape[:2]
     source, (pad_h, pad_w) = network_input(image, stylizer.pad)
     grid = TileGrid(*source.shape[:2], stylizer.tile)
+    tiles = grid.tiles(source)
+    if statistics is None and stylizer.tile_statistics == "exact":
+        statistics = exact_statistics(stylizer, source, grid, tiles)
+    elif statistics is None:
+        statistics = approximate_statistics(stylizer, image)
     output = np.empty((height, width, 3), np.float32)
-    for tiles in _batches(stylizer, grid, source):
+    for batch in _batches(stylizer, grid, tiles):
         results, _ = stylizer.run_network(
-            np.stack([t.array for t in tiles]), np.stack([t.box for t in tiles]), statistics
+            np.stack([t.array for t in batch]), np.stack([t.box for t in batch]), statistics
         )
-        for tile, result in zip(tiles, results, strict=True):
+        for tile, result in zip(batch, results, strict=True):
             top, bottom, left, right = tile.interior
             # The interior, less the train pad and rounding around the image.
             y0, y1 = max(tile.top, pad_h), min(tile.top + bottom - top, pad_h + height)
