@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.content_weight = 1.0
     config.loss.style_weight = 10.0
     config.loss.tv_weight = 0.1
+    # Video work: penalise output changes under small input changes (noise, sub-pixel shifts
+    # and zooms; fnst_jax/stability.py). 0 = off (the paper's objective exactly); 1.0 is the
+    # documented strength for video (README, *Stable video*). Costs one more network pass.
+    config.loss.stability_weight = 0.0
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 40_000

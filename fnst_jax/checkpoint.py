@@ -11,12 +11,17 @@ latest complete one.
 `prepare_workdir` creates the workdir and keeps it to one experiment (`check_workdir_config`):
 WORKDIR/config.json records the config, and a rerun whose config differs in anything but
 `RESUMABLE_KEYS` is refused.
+
+`BestModel` keeps the run's best validated model, WORKDIR/best.npz (the record of which is
+the file's own metadata).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +29,18 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
+from fnst_jax import export
 from fnst_jax.files import write_text_atomic
 from fnst_jax.train_step import TrainingError, TrainState
 
 CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("state", "data", "run")
 CONFIG_FILE = "config.json"
+# Config keys added after runs were recorded without them, with the value that reproduces
+# what those runs did: such a run resumes when the key still has that value.
+ADDED_KEYS = {"loss.stability_weight": 0.0}
 # Config keys that may change between a run and its resumption; any other difference means
 # the workdir belongs to another experiment.
 RESUMABLE_KEYS = (
@@ -65,7 +75,8 @@ def check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> No
     path = Path(workdir) / CONFIG_FILE
     current = _flatten(config.to_dict())
     if path.exists():
-        previous = _flatten(_read_config(path))
+        # A run recorded before a key existed ran with that key's neutral value.
+        previous = {**ADDED_KEYS, **_flatten(_read_config(path))}
         differing = sorted(
             key
             for key in set(previous) | set(current)
@@ -234,3 +245,60 @@ def restore_latest_params(workdir: str | os.PathLike) -> tuple[dict, dict] | Non
         manager.close()
     params = jax.tree.map(np.asarray, restored["state"]["params"])
     return params, restored["run"]["model_metadata"]
+
+
+# How best.npz is chosen (recorded in its metadata as `selected_by`).
+BEST_SELECTION = "lowest validation total loss"
+
+
+class BestModel:
+    """The run's best model so far, exported as WORKDIR/best.npz (`export.BEST_FILENAME`).
+
+    Best = the lowest validation total loss (`BEST_SELECTION`) at a validation after step 0:
+    the objective the run trains for, with the weights the user chose, on held-out images
+    the network never trained on, scored on the output clipped as stylize.py writes it. The
+    quality figures (`fnst_jax.quality`) are not the criterion: they are a pair (more style
+    against more content change), and any one combination of them would impose a trade-off
+    of its own in place of the one the loss weights express. They are recorded beside it
+    (best.npz's `validation` metadata, metrics.jsonl), for a reader who weighs them otherwise.
+
+    The record is the file itself: its metadata holds the step and the validation figures,
+    and it is replaced atomically (`export.save_model`), so the best so far survives a kill
+    at any moment; a resumed run reads it back. Even one exported after the checkpoint the
+    run resumes from is kept: resumption replays the same steps exactly, so it is a model of
+    this very run. A run that starts afresh (no checkpoint) ignores an existing best.npz and
+    replaces it at its first improving validation. `enabled` is False on every process but
+    process 0, which alone writes files.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, resumed: bool, enabled: bool = True) -> None:
+        self.path = Path(workdir) / export.BEST_FILENAME
+        self.enabled = enabled
+        self.step: int | None = None
+        self.total = math.inf
+        if not (enabled and self.path.exists()):
+            return
+        if not resumed:
+            logging.warning(
+                "%s: from an earlier run in this workdir; replaced at this run's first validation",
+                self.path,
+            )
+            return
+        try:
+            metadata = export.read_metadata(self.path)
+            self.step, self.total = int(metadata["step"]), float(metadata["validation"]["total"])
+        except (export.ModelFileError, KeyError, TypeError, ValueError) as e:
+            logging.warning(
+                "%s: not a best model this run can compare with (%s); replaced", self.path, e
+            )
+            self.step, self.total = None, math.inf
+
+    def improves(self, step: int, validation: Mapping[str, float]) -> bool:
+        """Whether parameters validated at `step` with these figures beat the best so far
+        (never at step 0, the untrained network; never with a non-finite loss)."""
+        total = float(validation["total"])
+        return self.enabled and step > 0 and math.isfinite(total) and total < self.total
+
+    def record(self, step: int, validation: Mapping[str, float]) -> None:
+        """Note that the parameters of `step` were exported as the best."""
+        self.step, self.total = step, float(validation["total"])

@@ -22,7 +22,6 @@ from typing import TextIO
 from absl import flags
 
 from fnst_jax.errors import UsageError, UserError
-from fnst_jax.vgg import RELU_LAYERS
 
 # Flags this module defines for a caller (aliases, layer lists) belong to that caller in --help.
 flags.disclaim_key_flags()
@@ -80,6 +79,8 @@ def define_vgg_layers(
     name: str, default: Sequence[str] | None, help_text: str, flag_values: flags.FlagValues
 ) -> None:
     """A comma-separated list of VGG19 taps (`relu1_1,relu2_1`), checked by name."""
+    from fnst_jax.vgg import RELU_LAYERS  # here: stylize.py with an .onnx model loads no JAX
+
     flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
     flags.register_validator(
         name,

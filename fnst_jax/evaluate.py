@@ -9,8 +9,11 @@ step calls. Only the images are new, and the model's output is clipped to the pi
 before it is scored (training scores it unclipped: the two agree while it stays in range).
 
     python -m fnst_jax.evaluate --model workdir/model.npz --images photos/ --json eval.json
+    python -m fnst_jax.evaluate --model workdir/best.npz ...    (the best validated model)
 
-prints a table (per image and mean: weighted content, style and TV loss, their total,
+prints a table (per image and mean: weighted content, style and TV loss, their total, the
+quality figures that no loss weight enters (`fnst_jax.quality`: style reduction, content
+change, luminance and contrast of output vs photo, with the VGG at fixed layers),
 stylization wall time, and the optimiser's loss at each iteration count), then where the
 model's loss falls on the optimiser's loss curve (`equivalent_iterations`: interpolated in
 log-iterations, or "fewer than the first count" / "more than the last count"), writes the JSON
@@ -40,7 +43,7 @@ from absl import flags
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import cli, files, gatys, image_io, vgg_weights
+from fnst_jax import cli, files, gatys, image_io, quality, vgg_weights
 from fnst_jax.errors import UsageError, UserError
 from fnst_jax.export import load_model
 from fnst_jax.losses import (
@@ -63,6 +66,19 @@ TERM_KEYS = {
     "tv": "tv_loss",
     "total": "total_loss",
 }
+# The quality figures in the printed table (header: report key); the JSON has every one of
+# quality.KEYS.
+QUALITY_COLUMNS = {
+    "style_red": "style_reduction",
+    "content_chg": "content_change",
+    "lum_ratio": "luminance_ratio",
+    "contr_ratio": "contrast_ratio",
+}
+QUALITY_LEGEND = (
+    "style_red: style reduction (higher = more stylized; 1 = the photo); content_chg: "
+    "content change (0 = the photo); lum_ratio, contr_ratio: the output's mean and std of "
+    "luma over the photo's (fnst_jax.quality)"
+)
 # Reported per image (the image is skipped, the others evaluated; exit status 1).
 PER_IMAGE_ERRORS = (image_io.ImageReadError, gatys.ImageTooSmallError, gatys.OptimizerDivergedError)
 
@@ -77,9 +93,12 @@ class Evaluator:
         spec: LossSpec,
         target_grams: Mapping[str, jax.Array],
         pad: int,
+        quality_targets: quality.StyleTargets | None = None,
     ) -> None:
         vgg.check_layers(spec.vgg_layers)
         self.vgg, self.spec, self.pad = vgg, spec, pad
+        # When given, each image's result also holds its quality figures (`fnst_jax.quality`).
+        self.quality_targets = quality_targets
         self.target_grams = dict(target_grams)
         graphdef, self._state = nnx.split(model)
 
@@ -116,12 +135,18 @@ class Evaluator:
         return stylized, time.perf_counter() - start
 
     def score(self, images: jax.Array, stylized: jax.Array) -> list[dict[str, float]]:
-        """The weighted loss terms of each image on its own (as a batch of one)."""
+        """The weighted loss terms of each image on its own (as a batch of one), and its
+        quality figures when the evaluator has `quality_targets`."""
         images = jnp.asarray(images, jnp.float32)
         results = []
         for i in range(images.shape[0]):
             terms = self._score(self.vgg, images[i : i + 1], stylized[i : i + 1], self.target_grams)
             results.append({key: float(terms[name]) for name, key in TERM_KEYS.items()})
+        if self.quality_targets is not None:
+            for result, figures in zip(
+                results, quality.measure(self.quality_targets, images, stylized), strict=True
+            ):
+                result.update(figures)
         return results
 
     def evaluate(self, images: jax.Array) -> tuple[jax.Array, list[dict[str, float]]]:
@@ -228,6 +253,9 @@ def summarize(results: Sequence[Mapping[str, Any]], iterations: Sequence[int]) -
     summary: dict[str, Any] = {
         key: float(np.mean([r[key] for r in results])) for key in TERM_KEYS.values()
     }
+    for key in quality.KEYS:  # the quality figures: the means of the per-image figures
+        if all(key in r for r in results):
+            summary[key] = float(np.mean([r[key] for r in results]))
     summary["seconds_per_image"] = float(np.mean([r["seconds"] for r in results]))
     baseline = {it: float(np.mean([r["baseline"][str(it)] for r in results])) for it in iterations}
     summary["baseline"] = {str(it): loss for it, loss in baseline.items()}
@@ -296,6 +324,11 @@ USAGE = f"""{PROG} --model MODEL --images IMAGE_OR_FOLDER [MORE ...] [options]
 Measure a trained model: its perceptual loss (the training objective) on images, against
 per-image optimisation (Gatys et al.) of the same loss. `--images` takes one or more files
 and/or folders (the arguments after it are images too, so `--images $(cat list.txt)` works).
+
+{PROG} [--model MODEL] --video CLIP [--frames N] [--stylized OTHER ...] [options]
+
+Temporal consistency of a video instead (`fnst_jax.evaluate_video`): the warping error of
+the model's stylized clip, of the clip itself (the floor) and of other stylized versions.
 """
 
 
@@ -338,6 +371,9 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_boolean("no-grid", False, "do not write the grid", **fv)
     flags.DEFINE_boolean("overwrite", False, "replace existing outputs", **fv)
+    from fnst_jax import evaluate_video  # the --video mode (it imports this module)
+
+    evaluate_video.define_flags(flag_values)
 
 
 class SetupError(UserError):
@@ -384,10 +420,16 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
     )
     vgg = vgg_weights.load_vgg(weights, preprocessing)  # its errors name the file
     vgg.check_layers(spec.vgg_layers)  # too shallow for the loss: VGGLayerError, a UserError
+    if not quality.has_layers(vgg):
+        raise SetupError(
+            f"{weights}: the quality figures need VGG layers {', '.join(quality.LAYERS)}; "
+            f"these weights stop at {vgg.available_layers[-1]} (pass deeper --vgg-weights)"
+        )
     style = flag["style"] or meta["style_image"]
     style_size = flag["style-size"] or meta.get("style_size")
     try:
         target_grams = load_style_grams(vgg, style, style_size, spec.style_layers)
+        quality_targets = quality.StyleTargets(vgg, image_io.read_image(style).rgb)
     except image_io.ImageReadError as e:
         hint = "" if flag["style"] else " (the model's style image; pass --style to use another)"
         raise SetupError(f"{e}{hint}") from None
@@ -402,12 +444,21 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
         "pad": int(meta["pad"]),
         "baseline_optimizer": flag["baseline-optimizer"],
         "baseline_init": flag["baseline-init"],
+        "quality": {
+            "style_layers": list(quality.STYLE_LAYERS),
+            "content_layer": quality.CONTENT_LAYER,
+            "style_resize": "longest side = the evaluated image's longest side",
+            "luma": quality.LUMINANCE_STANDARD,
+            **{f"style_{k}": v for k, v in quality_targets.luminance().items()},
+        },
     }
-    return Evaluator(model, vgg, spec, target_grams, int(meta["pad"])), report
+    evaluator = Evaluator(model, vgg, spec, target_grams, int(meta["pad"]), quality_targets)
+    return evaluator, report
 
 
 def _row(name: str, r: Mapping[str, Any], iterations: Sequence[int]) -> str:
     cells = [f"{r[key]:11.4g}" for key in TERM_KEYS.values()]
+    cells += [f"{r.get(key, float('nan')):11.4g}" for key in QUALITY_COLUMNS.values()]
     cells.append(f"{r['seconds']:9.4f}")
     cells += [f"{r['baseline'][str(it)]:11.4g}" for it in iterations]
     name = name if len(name) <= 28 else "..." + name[-25:]
@@ -415,7 +466,7 @@ def _row(name: str, r: Mapping[str, Any], iterations: Sequence[int]) -> str:
 
 
 def _header(iterations: Sequence[int]) -> str:
-    names = ["content", "style", "tv", "total"]
+    names = ["content", "style", "tv", "total", *QUALITY_COLUMNS]
     cells = [f"{n:>11s}" for n in names] + [f"{'seconds':>9s}"]
     cells += [f"{'opt@' + str(it):>11s}" for it in iterations]
     return f"{'image':28s} " + " ".join(cells)
@@ -431,6 +482,13 @@ def _print_summary(
             iterations,
         )
     )
+    if "luminance" in summary:
+        print(QUALITY_LEGEND)
+        luma = f"mean luma: outputs {summary['luminance']:.1f}, photos "
+        luma += f"{summary['photo_luminance']:.1f}"
+        if "style_luminance" in report.get("quality", {}):
+            luma += f", style image {report['quality']['style_luminance']:.1f}"
+        print(luma + " (0..255)")
     if not iterations:
         return
     ratio = {it: summary["ratio"][str(it)] for it in iterations}
@@ -501,6 +559,10 @@ def _evaluate_image(
 
 
 def _run(flag_values: flags.FlagValues, positional: Sequence[str]) -> int:
+    if flag_values["video"].value:  # temporal consistency of a video: fnst_jax.evaluate_video
+        from fnst_jax import evaluate_video
+
+        return evaluate_video.run(flag_values, positional)
     cli.require(flag_values, "model", "images")
     flag = flag_values.flag_values_dict()
     if flag["image-size"] is not None and flag["full-size"]:

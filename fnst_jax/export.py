@@ -17,9 +17,15 @@ The metadata training records (`model_metadata`):
   vgg                {"weights", "preprocessing"} of the loss network
   step               the training step the parameters are from
   config             the whole training config
+  validation         the validation figures of these parameters, when validation ran at
+                     `step`: the loss terms (`total`, `content`, ...) and the quality figures
+                     (`fnst_jax.quality`), means over the validation images. Optional.
+  selected_by        best.npz only: how it was chosen (`checkpoint.BEST_SELECTION`)
 
 Training writes WORKDIR/model.npz with `export_model` at every checkpoint (metadata from
-`model_metadata`); `stylize.py` and `evaluate` read it with `load_model`.
+`model_metadata`), and WORKDIR/best.npz (`BEST_FILENAME`) whenever a validation finds the
+best parameters so far (`checkpoint.BestModel`); `stylize.py` and `evaluate` read either
+with `load_model` (a workdir means its model.npz; best.npz is given by its path).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ FORMAT = "fnst_jax.model"
 VERSION = 1
 META_KEY = "__fnst_meta__"
 MODEL_FILENAME = "model.npz"
+BEST_FILENAME = "best.npz"  # the best validated model of a run, beside model.npz
 STYLE_THUMBNAIL_KEY = "style_thumbnail"
 THUMBNAIL_SIZE = 128  # px, the longest side at most
 THUMBNAIL_QUALITY = 85  # JPEG: 5-10 KB at 128 px, 7-14 KB of base64 in the metadata
@@ -95,10 +102,11 @@ def model_metadata(
     vgg_preprocessing: str,
     step: int,
     style_thumbnail: str | None = None,
+    validation: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """What an exported model records about its training (JSON-serialisable; the keys are
-    listed in this module's docstring). `style_thumbnail`, from `make_style_thumbnail`, is
-    recorded when given."""
+    listed in this module's docstring). `style_thumbnail`, from `make_style_thumbnail`, and
+    `validation`, the validation figures at `step`, are recorded when given."""
     metadata = {
         "pad": int(config.train.pad),
         "image_size": int(config.train.image_size),
@@ -111,6 +119,8 @@ def model_metadata(
     }
     if style_thumbnail is not None:
         metadata[STYLE_THUMBNAIL_KEY] = style_thumbnail
+    if validation is not None:
+        metadata["validation"] = {key: float(value) for key, value in validation.items()}
     return metadata
 
 
@@ -137,14 +147,19 @@ def style_thumbnail_jpeg(metadata: dict[str, Any]) -> bytes | None:
 
 
 def export_model(
-    workdir: str | os.PathLike, graphdef: nnx.GraphDef, params: Any, metadata: dict[str, Any]
+    workdir: str | os.PathLike,
+    graphdef: nnx.GraphDef,
+    params: Any,
+    metadata: dict[str, Any],
+    filename: str = MODEL_FILENAME,
 ) -> None:
-    """Write WORKDIR/model.npz from training parameters (process 0 only; `params` may be
-    replicated global arrays): what stylize.py and evaluate load."""
+    """Write WORKDIR/model.npz (or WORKDIR/`filename`: `BEST_FILENAME`) from training
+    parameters (process 0 only; `params` may be replicated global arrays): what stylize.py
+    and evaluate load."""
     if jax.process_index() != 0:
         return
     host_params = jax.tree.map(lambda x: np.asarray(_first_local_copy(x)), params)
-    save_model(Path(workdir) / MODEL_FILENAME, nnx.merge(graphdef, host_params), metadata)
+    save_model(Path(workdir) / filename, nnx.merge(graphdef, host_params), metadata)
 
 
 def _first_local_copy(x: Any) -> Any:
@@ -179,8 +194,27 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
         raise ModelFileError(f"{path}: not an fnst_jax model file ({e})") from e
     if META_KEY not in arrays:
         raise ModelFileError(f"{path}: not an fnst_jax model file (no {META_KEY} entry)")
+    return arrays, _decode_metadata(path, arrays.pop(META_KEY))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated metadata of an exported model file, without reading its parameters."""
+    path = resolve_model_path(path)
     try:
-        meta = json.loads(arrays.pop(META_KEY).tobytes().decode())
+        with np.load(path, allow_pickle=False) as data:
+            encoded = data[META_KEY] if META_KEY in data.files else None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ModelFileError(f"{path}: not an fnst_jax model file ({e})") from e
+    if encoded is None:
+        raise ModelFileError(f"{path}: not an fnst_jax model file (no {META_KEY} entry)")
+    return _decode_metadata(path, encoded)
+
+
+def _decode_metadata(path: Path, encoded: np.ndarray) -> dict[str, Any]:
+    """The `META_KEY` array -> the metadata, checked to be this format in a version this
+    fnst_jax reads."""
+    try:
+        meta = json.loads(encoded.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: corrupt model metadata ({e})") from e
     if meta.get("format") != FORMAT:
@@ -190,7 +224,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
             f"{path}: model format version {meta['version']} is newer than this fnst_jax "
             f"supports ({VERSION}); upgrade fnst_jax"
         )
-    return arrays, meta
+    return meta
 
 
 def load_model(

@@ -89,6 +89,7 @@ class LossSpec:
     content_weight: float = 1.0
     tv_weight: float = 0.0
     style_layer_weights: tuple[float, ...] | None = None  # one per style layer; None = all 1
+    stability_weight: float = 0.0  # the stability term (`fnst_jax.stability`); 0 = off
 
     def __post_init__(self):
         for layer in (*self.style_layers, self.content_layer):

@@ -7,9 +7,11 @@ Where things happen:
                    device mesh (`parallel="jit"`, the default) or pmapped; `Placement` is the
                    one place where the two differ
   state is saved   `_Checkpointer.save`: `fnst_jax.checkpoint` (orbax) and
-                   `fnst_jax.export.export_model` (WORKDIR/model.npz)
+                   `fnst_jax.export.export_model` (WORKDIR/model.npz); after a validation,
+                   `_Checkpointer.keep_if_best` (WORKDIR/best.npz, `checkpoint.BestModel`)
   stopping         `_StopRequest`: SIGINT/SIGTERM, agreed by every process on one step
-  validation       `prepare_validation`: the fixed batch, and WORKDIR/validation_images.txt
+  validation       `prepare_validation`: the fixed batch, and WORKDIR/validation_images.txt;
+                   `_validation_figures`: its loss terms and quality figures (`quality`)
 What the user sees (progress, metrics, TensorBoard, chart, samples) is `train_monitor`.
 """
 
@@ -37,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import DTypeLike
 
-from fnst_jax import checkpoint, data, export, image_io
+from fnst_jax import checkpoint, data, export, image_io, quality, stability
 from fnst_jax.files import write_text_atomic
 from fnst_jax.losses import LossSpec, style_grams, tv_loss
 from fnst_jax.runtime import dtype_from_name
@@ -54,6 +56,7 @@ from fnst_jax.train_step import (
     make_mesh,
     make_optimizer,
     make_pmap_step,
+    validation_rng,
 )
 from fnst_jax.vgg import VGG19
 from fnst_jax.vgg_weights import load_vgg
@@ -91,11 +94,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
     vgg, target_grams = placement.replicate((vgg, target_grams))
     train_iter = _open_training_data(config)
     validation = prepare_validation(config, workdir)
+    quality_grams = _quality_style_grams(config, vgg)  # None: validation logs no quality figures
 
     tx = make_optimizer(config.train.optimizer, config.train.lr)
     graphdef, state = init_state(jax.random.PRNGKey(config.train.seed), dtype, tx)
     state = placement.replicate(state)
-    step_config = StepConfig(graphdef, spec, config.train.pad, dtype)
+    step_config = StepConfig(graphdef, spec, config.train.pad, dtype, seed=config.train.seed)
     manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
     start_step, state, step_config = _resume_or_balance(
         config, manager, state, step_config, train_iter, vgg, target_grams
@@ -106,12 +110,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
     step_fn = placement.make_step(tx, step_config)
     thumbnail = export.make_style_thumbnail(image_io.read_image(config.style_image).rgb)
     checkpointer = _Checkpointer(
-        manager, workdir, config, step_config, vgg.preprocessing, thumbnail
+        manager, workdir, config, step_config, vgg.preprocessing, thumbnail, start_step > 0
     )
-    monitor = Monitor(workdir, config, start_step, enabled=jax.process_index() == 0)
+    monitor = Monitor(
+        workdir,
+        config,
+        start_step,
+        enabled=jax.process_index() == 0,
+        best_step=checkpointer.best.step,
+    )
     if start_step == 0:  # where validation starts from, for the chart and the before/after ratio
-        terms, _ = evaluate(state["params"], validation, vgg, target_grams)
-        monitor.log_validation(0, jax.device_get(terms))
+        terms, stylized = evaluate(state["params"], validation, vgg, target_grams)
+        monitor.log_validation(
+            0, _validation_figures(terms, validation, stylized, vgg, quality_grams)
+        )
 
     device_state = placement.to_device(state)
     constants = placement.to_device((vgg, target_grams))
@@ -132,14 +144,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
             if not due.needs_state:
                 continue
             state = placement.from_device(device_state)
+            figures = None  # this step's validation figures, when it validates
             if due.validate or due.sample:
                 terms, stylized = evaluate(state["params"], validation, vgg, target_grams)
                 if due.validate:
-                    monitor.log_validation(step, jax.device_get(terms))
+                    figures = _validation_figures(terms, validation, stylized, vgg, quality_grams)
+                    checkpointer.keep_if_best(step, state, figures)
+                    monitor.log_validation(step, figures, best_step=checkpointer.best.step)
                 if due.sample:
                     monitor.save_samples(step, validation, np.asarray(stylized))
             if due.checkpoint:
-                checkpointer.save(step, state, train_iter.get_state(), force=due.stopping)
+                checkpointer.save(
+                    step, state, train_iter.get_state(), force=due.stopping, validation=figures
+                )
             if due.stopping:
                 logging.warning(
                     "stopped at step %d (signal %d); rerun the same command to resume",
@@ -209,7 +226,9 @@ def _read_metrics(
 
 
 class _Checkpointer:
-    """Saves the train state, the data position and the run info, and exports the model."""
+    """Saves the train state, the data position and the run info, exports the model
+    (WORKDIR/model.npz), and keeps the best validated one (WORKDIR/best.npz,
+    `checkpoint.BestModel`; `resumed`: whether the run resumed from a checkpoint)."""
 
     def __init__(
         self,
@@ -219,6 +238,7 @@ class _Checkpointer:
         step_config: StepConfig,
         vgg_preprocessing: str,
         style_thumbnail: str,
+        resumed: bool = False,
     ) -> None:
         self.manager = manager
         self.workdir = workdir
@@ -226,15 +246,48 @@ class _Checkpointer:
         self.step_config = step_config
         self.vgg_preprocessing = vgg_preprocessing
         self.style_thumbnail = style_thumbnail
+        self.best = checkpoint.BestModel(workdir, resumed, enabled=jax.process_index() == 0)
 
-    def save(self, step: int, state: TrainState, data_state: dict, force: bool = False) -> None:
-        spec = self.step_config.spec
-        metadata = export.model_metadata(
-            self.config, spec, self.vgg_preprocessing, step, self.style_thumbnail
+    def _metadata(self, step: int, validation: dict[str, float] | None) -> dict[str, Any]:
+        return export.model_metadata(
+            self.config,
+            self.step_config.spec,
+            self.vgg_preprocessing,
+            step,
+            self.style_thumbnail,
+            validation,
         )
-        run_info = {"loss_weights": _weights_of(spec), "model_metadata": metadata}
+
+    def save(
+        self,
+        step: int,
+        state: TrainState,
+        data_state: dict,
+        force: bool = False,
+        validation: dict[str, float] | None = None,
+    ) -> None:
+        """Checkpoint `step` and export model.npz; `validation`: this step's validation
+        figures, recorded in the model's metadata when given."""
+        metadata = self._metadata(step, validation)
+        run_info = {"loss_weights": _weights_of(self.step_config.spec), "model_metadata": metadata}
         checkpoint.save(self.manager, step, state, data_state, run_info, force=force)
         export.export_model(self.workdir, self.step_config.graphdef, state["params"], metadata)
+
+    def keep_if_best(self, step: int, state: TrainState, validation: dict[str, float]) -> None:
+        """Export the parameters as best.npz if their validation beats the best so far."""
+        if not self.best.improves(step, validation):
+            return
+        metadata = self._metadata(step, validation)
+        metadata["selected_by"] = checkpoint.BEST_SELECTION
+        graphdef = self.step_config.graphdef
+        export.export_model(self.workdir, graphdef, state["params"], metadata, export.BEST_FILENAME)
+        self.best.record(step, validation)
+        logging.info(
+            "best model so far (validation total %.4g): step %d, %s",
+            validation["total"],
+            step,
+            self.best.path,
+        )
 
 
 class _StopRequest:
@@ -468,6 +521,39 @@ def _style_target_grams(
     return jax.jit(style_grams, static_argnums=(2, 3))(vgg, style_image, spec.style_layers, dtype)
 
 
+def _quality_style_grams(
+    config: ml_collections.ConfigDict, vgg: VGG19
+) -> dict[str, jax.Array] | None:
+    """The style image's Grams for the validation's quality figures (`fnst_jax.quality`: the
+    style image's longest side at the validation size); None, with a warning, when the VGG
+    weights stop before the layers the figures need."""
+    if not quality.has_layers(vgg):
+        logging.warning(
+            "validation logs no quality figures: they need VGG layers %s, and %s hold only %s",
+            ", ".join(quality.LAYERS),
+            vgg.source or "the VGG weights",
+            ", ".join(vgg.available_layers),
+        )
+        return None
+    style = image_io.read_image(config.style_image).rgb
+    return quality.StyleTargets(vgg, style).at(config.train.image_size)
+
+
+def _validation_figures(
+    terms: dict,
+    images: np.ndarray,
+    stylized: jax.Array,
+    vgg: VGG19,
+    quality_grams: dict[str, jax.Array] | None,
+) -> dict[str, float]:
+    """What a validation logs: the loss terms of the batch and, with `quality_grams`, the
+    quality figures (means over the validation images)."""
+    figures = {key: float(value) for key, value in jax.device_get(terms).items()}
+    if quality_grams is not None:
+        figures.update(quality.mean_figures(vgg, images, stylized, quality_grams))
+    return figures
+
+
 def _open_training_data(config: ml_collections.ConfigDict) -> data.TrainIterator:
     return data.make_train_iterator(
         config.data,
@@ -566,16 +652,19 @@ def _auto_balance(
     # The untrained network's output is nearly flat, so its TV says nothing about the TV
     # of a stylized image; that of the natural content images is the useful yardstick.
     raw["raw_tv"] = float(tv_loss(first))
+    if step_config.spec.stability_weight:
+        # Likewise the untrained network's output hardly moves at all; what the perturbation
+        # does to the images themselves is the yardstick (`fnst_jax.stability`).
+        raw["stability_yardstick"] = float(
+            stability.yardstick(validation_rng(step_config.seed), first)
+        )
     if jax.process_count() > 1:  # every process must use the same weights
         from jax.experimental import multihost_utils
 
         gathered = multihost_utils.process_allgather(np.array(list(raw.values())))
         raw = dict(zip(raw, map(float, np.mean(gathered, 0)), strict=True))
     logging.info(
-        "auto-balance on the first batch: raw content %.4g, style %.4g, tv %.4g",
-        raw["raw_content"],
-        raw["raw_style"],
-        raw["raw_tv"],
+        "auto-balance on the first batch: %s", ", ".join(f"{k} {v:.4g}" for k, v in raw.items())
     )
     return balance_weights(step_config.spec, raw)
 
@@ -588,6 +677,7 @@ def loss_spec_from_config(loss_config: ml_collections.ConfigDict) -> LossSpec:
         style_weight=float(loss_config.style_weight),
         content_weight=float(loss_config.content_weight),
         tv_weight=float(loss_config.tv_weight),
+        stability_weight=float(loss_config.get("stability_weight", 0.0)),
         style_layer_weights=(
             tuple(float(w) for w in loss_config.style_layer_weights)
             if loss_config.style_layer_weights
@@ -605,10 +695,16 @@ def balance_weights(spec: LossSpec, raw_terms: dict[str, float]) -> LossSpec:
     def ratio(raw: float) -> float:
         return content / raw if raw > 0 and math.isfinite(raw) else 1.0
 
-    return spec.with_weights(
-        style_weight=spec.style_weight * ratio(raw_terms["raw_style"]),
-        tv_weight=spec.tv_weight * ratio(raw_terms["raw_tv"]),
-    )
+    weights = {
+        "style_weight": spec.style_weight * ratio(raw_terms["raw_style"]),
+        "tv_weight": spec.tv_weight * ratio(raw_terms["raw_tv"]),
+    }
+    if spec.stability_weight:
+        yardstick = raw_terms["stability_yardstick"]
+        weights["stability_weight"] = (
+            spec.stability_weight * stability.YARDSTICK_RATIO * ratio(yardstick)
+        )
+    return spec.with_weights(**weights)
 
 
 def _weights_of(spec: LossSpec) -> dict[str, float]:
@@ -616,4 +712,5 @@ def _weights_of(spec: LossSpec) -> dict[str, float]:
         "style_weight": spec.style_weight,
         "content_weight": spec.content_weight,
         "tv_weight": spec.tv_weight,
+        "stability_weight": spec.stability_weight,
     }

@@ -3,7 +3,9 @@
 Writes (process 0 only):
   WORKDIR/metrics.jsonl          one JSON record per logged step ({"step", "split", ...})
   WORKDIR/tensorboard/           TensorBoard event files (scalars and sample images)
-  WORKDIR/loss.png               content, style and TV loss over steps (the article's chart)
+  WORKDIR/loss.png               the weighted loss terms over steps (the article's chart) and,
+                                 below, the validation quality figures (`fnst_jax.quality`);
+                                 both mark the step of the best model (best.npz)
   WORKDIR/samples/step_XXXXXX.png  validation inputs (top row) and their stylizations
 """
 
@@ -29,7 +31,16 @@ from fnst_jax.image_io import to_uint8  # noqa: E402
 METRICS_FILE = "metrics.jsonl"
 CHART_FILE = "loss.png"
 SAMPLES_DIR = "samples"
-CHART_TERMS = ("content", "style", "tv")
+# The weighted loss terms charted, each when the metrics hold it with a positive value
+# (`stability` only exists when the stability term is on).
+CHART_TERMS = ("content", "style", "tv", "stability")
+# The validation quality figures of the chart's second panel: label -> metrics key.
+CHART_FIGURES = {
+    "style reduction (higher: more stylized)": "style_reduction",
+    "content change (lower: closer to the photo)": "content_change",
+    "luminance, output / photo": "luminance_ratio",
+    "contrast, output / photo": "contrast_ratio",
+}
 
 
 class Monitor:
@@ -42,9 +53,11 @@ class Monitor:
         config: ml_collections.ConfigDict,
         start_step: int,
         enabled: bool = True,
+        best_step: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.enabled = enabled
+        self.best_step = best_step  # the step best.npz is from, marked on the chart
         self.total_steps = config.train.steps
         self.batch_size = config.train.batch_size
         self.learning_rate = config.train.lr
@@ -111,10 +124,8 @@ class Monitor:
             self._writer.add_scalar(f"train/{key}", value, step)
         self._writer.add_scalar("train/images_per_s", self.images_per_s, step)
         self._writer.add_scalar("train/learning_rate", self.learning_rate, step)
-        summary = (
-            f"loss {metrics['total']:.4g} (content {metrics['content']:.3g}, "
-            f"style {metrics['style']:.3g}, tv {metrics['tv']:.3g})"
-        )
+        terms = ", ".join(f"{t} {metrics[t]:.3g}" for t in CHART_TERMS if t in metrics)
+        summary = f"loss {metrics['total']:.4g} ({terms})"
         if self._bar is not None:
             self._bar.set_postfix_str(f"{summary}, {self.images_per_s:.1f} img/s", refresh=False)
         else:
@@ -132,7 +143,11 @@ class Monitor:
             )
         self.plot()
 
-    def log_validation(self, step: int, terms: dict) -> None:
+    def log_validation(self, step: int, terms: dict, best_step: int | None = None) -> None:
+        """One validation's figures (loss terms, quality figures when present); `best_step`:
+        the step of the best model so far, to mark on the chart."""
+        if best_step is not None:
+            self.best_step = best_step
         if not self.enabled:
             return
         metrics = {k: float(v) for k, v in terms.items()}
@@ -141,6 +156,13 @@ class Monitor:
             self._writer.add_scalar(f"validation/{key}", value, step)
         self.plot()
         message = f"validation at step {step}: loss {metrics['total']:.4g}"
+        if "style_reduction" in metrics:
+            message += (
+                f", style reduction {metrics['style_reduction']:.3g}x, content change "
+                f"{metrics['content_change']:.3g}"
+            )
+        if best_step == step:
+            message += " (best so far: best.npz)"
         if self._bar is not None:
             self._bar.write(message)
         else:
@@ -155,30 +177,10 @@ class Monitor:
         self._writer.add_image("samples", grid, step, dataformats="HWC")
 
     def plot(self) -> None:
-        """The article's chart: content, style and TV loss (weighted) over steps."""
-        train = [r for r in self.history if r.get("split") == "train"]
-        if not train:
+        """Write WORKDIR/loss.png (`loss_chart`); nothing before the first train record."""
+        fig = loss_chart(self.history, self.best_step)
+        if fig is None:
             return
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-        steps = [r["step"] for r in train]
-        for term in CHART_TERMS:
-            values = [r.get(term, np.nan) for r in train]
-            if any(v > 0 for v in values):
-                ax.plot(steps, values, label=f"{term} loss")
-        validation = [r for r in self.history if r.get("split") == "validation"]
-        if validation:
-            ax.plot(
-                [r["step"] for r in validation],
-                [r["total"] for r in validation],
-                "k--",
-                label="validation total",
-            )
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("weighted loss")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
         try:
             write_atomic(self.workdir / CHART_FILE, lambda tmp: fig.savefig(tmp, format="png"))
         finally:
@@ -189,6 +191,52 @@ class Monitor:
             self._bar.close()
         if self._writer is not None:
             self._writer.close()
+
+
+def loss_chart(history: list[dict], best_step: int | None = None) -> plt.Figure | None:
+    """The article's chart from metrics records: each weighted loss term (`CHART_TERMS`) of
+    the train records and the validation total over steps; below it, when validation
+    records hold them, the quality figures (`CHART_FIGURES`). A vertical line marks
+    `best_step` on both. None while there is no train record. The caller closes the figure."""
+    train = [r for r in history if r.get("split") == "train"]
+    if not train:
+        return None
+    validation = [r for r in history if r.get("split") == "validation"]
+    with_figures = [r for r in validation if "style_reduction" in r]
+    panels = 2 if with_figures else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 4.5 * panels), dpi=100, squeeze=False)
+    losses, *rest = axes[:, 0]
+    steps = [r["step"] for r in train]
+    for term in CHART_TERMS:
+        values = [r.get(term, np.nan) for r in train]
+        if any(v > 0 for v in values):
+            losses.plot(steps, values, label=f"{term} loss")
+    if validation:
+        losses.plot(
+            [r["step"] for r in validation],
+            [r["total"] for r in validation],
+            "k--",
+            label="validation total",
+        )
+    losses.set_yscale("log")
+    losses.set_ylabel("weighted loss")
+    if rest:
+        (quality,) = rest
+        quality_steps = [r["step"] for r in with_figures]
+        for label, key in CHART_FIGURES.items():
+            quality.plot(quality_steps, [r.get(key, np.nan) for r in with_figures], label=label)
+        quality.axhline(1.0, color="0.6", linewidth=0.8)  # the unchanged photo's ratios
+        quality.set_ylabel("validation quality figures")
+    for ax in axes[:, 0]:
+        if best_step is not None:
+            ax.axvline(
+                best_step, color="tab:purple", linestyle=":", label=f"best: step {best_step}"
+            )
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def sample_grid(inputs: np.ndarray, stylized: np.ndarray) -> np.ndarray:

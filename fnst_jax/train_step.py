@@ -1,8 +1,10 @@
 """The train step: state, loss and gradients, the update, and its jit/pmap forms. No I/O.
 
-`TrainState` is what checkpoints hold. `loss_and_grads` runs the TransformerNet (with the
+`TrainState` is what checkpoints hold. `stylize_and_score` runs the TransformerNet (with the
 train pad, `transformer_net.stylize_padded`) and the VGG perceptual loss (`losses`) on one
-batch; `apply_gradients` applies the optimizer update unless anything is non-finite.
+batch, plus the stability term (`stability`) when its weight is set, whose random
+perturbations are drawn from (seed, step) so a resumed run repeats them; `loss_and_grads`
+differentiates it; `apply_gradients` applies the optimizer update unless anything is non-finite.
 `make_jit_step` (the default: a device mesh, batch sharded on `data`) and `make_pmap_step`
 wrap them for data parallelism; `make_eval_fn` is the validation forward.
 
@@ -24,6 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fnst_jax import stability
 from fnst_jax.errors import UserError
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, to_pixel_range
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
@@ -49,6 +52,18 @@ class StepConfig:
     spec: LossSpec  # loss layers and (balanced) weights
     pad: int  # reflection pad around each image, cropped off after the network
     dtype: Any  # compute dtype: jnp.float32 or jnp.bfloat16
+    seed: int = 0  # the stability term's perturbations derive from (seed, step)
+
+
+def step_rng(seed: int, step: jax.Array) -> jax.Array:
+    """The key of one step's random perturbations: a function of the seed and the step alone,
+    so a resumed run draws exactly what the uninterrupted run drew."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), step)
+
+
+def validation_rng(seed: int) -> jax.Array:
+    """One fixed key for validation: every validation scores the same perturbations."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 1)
 
 
 def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
@@ -88,21 +103,61 @@ def init_state(
     return graphdef, new_state(params, tx)
 
 
+def stylize_and_score(
+    params: Params,
+    images: jax.Array,
+    vgg: VGG19,
+    target_grams: dict[str, jax.Array],
+    config: StepConfig,
+    rng: jax.Array,
+    *,
+    clip_to_pixels: bool = False,
+    shard: tuple[jax.Array | int, int] | None = None,
+) -> tuple[jax.Array, Terms, jax.Array]:
+    """(total loss, terms, stylized images) of one batch: the perceptual loss of the output
+    and, when `spec.stability_weight` is set, the stability term (`fnst_jax.stability`), whose
+    perturbed copies run through the network in the same call as the images. `shard`
+    (first row, global batch size): `images` are those rows of a larger batch (pmap)."""
+    model = nnx.merge(config.graphdef, params)
+    weight = config.spec.stability_weight
+    if weight:
+        perturbed, transform = stability.perturb(rng, images, *(shard or (0, None)))
+        both = stylize_padded(model, jnp.concatenate([images, perturbed]), config.pad)
+        stylized, stylized_perturbed = jnp.split(both, 2)
+    else:
+        stylized = stylize_padded(model, images, config.pad)
+    if clip_to_pixels:
+        stylized = to_pixel_range(stylized)
+    # The content pass stops at the content layer.
+    content = content_targets(vgg, images, config.spec, config.dtype)
+    total, terms = perceptual_loss(vgg, stylized, content, target_grams, config.spec, config.dtype)
+    if weight:
+        if clip_to_pixels:
+            stylized_perturbed = to_pixel_range(stylized_perturbed)
+        raw = stability.stability_loss(stylized, stylized_perturbed, transform)
+        terms = dict(terms, raw_stability=raw, stability=weight * raw)
+        total = terms["total"] = total + terms["stability"]
+    return total, terms, stylized
+
+
 def loss_and_grads(
     params: Params,
     batch: jax.Array,
     vgg: VGG19,
     target_grams: dict[str, jax.Array],
     config: StepConfig,
+    rng: jax.Array | None = None,
+    shard: tuple[jax.Array | int, int] | None = None,
 ) -> tuple[Terms, Params]:
-    """Loss terms and gradient w.r.t. the TransformerNet parameters for one (local) batch."""
+    """Loss terms and gradient w.r.t. the TransformerNet parameters for one (local) batch.
+    `rng` draws the stability term's perturbations (needed only when it is on); `shard` as
+    in `stylize_and_score`."""
 
     def loss_fn(params: Params) -> tuple[jax.Array, Terms]:
-        model = nnx.merge(config.graphdef, params)
-        stylized = stylize_padded(model, batch, config.pad)
-        # The content pass stops at the content layer.
-        content = content_targets(vgg, batch, config.spec, config.dtype)
-        return perceptual_loss(vgg, stylized, content, target_grams, config.spec, config.dtype)
+        total, terms, _ = stylize_and_score(
+            params, batch, vgg, target_grams, config, rng, shard=shard
+        )
+        return total, terms
 
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return terms, grads
@@ -148,7 +203,8 @@ def make_jit_step(mesh: Mesh, tx: optax.GradientTransformation, config: StepConf
     def step(
         state: TrainState, batch: jax.Array, vgg: VGG19, target_grams: dict
     ) -> tuple[TrainState, Terms]:
-        terms, grads = loss_and_grads(state["params"], batch, vgg, target_grams, config)
+        rng = step_rng(config.seed, state["step"])
+        terms, grads = loss_and_grads(state["params"], batch, vgg, target_grams, config, rng)
         return apply_gradients(state, terms, grads, tx)
 
     return jax.jit(
@@ -165,7 +221,13 @@ def make_pmap_step(tx: optax.GradientTransformation, config: StepConfig) -> Step
     def step(
         state: TrainState, batch: jax.Array, vgg: VGG19, target_grams: dict
     ) -> tuple[TrainState, Terms]:
-        terms, grads = loss_and_grads(state["params"], batch, vgg, target_grams, config)
+        # Each device takes its rows of the perturbations drawn for the global batch.
+        rng = step_rng(config.seed, state["step"])
+        count = batch.shape[0]
+        shard = (jax.lax.axis_index("data") * count, count * jax.lax.axis_size("data"))
+        terms, grads = loss_and_grads(
+            state["params"], batch, vgg, target_grams, config, rng, shard=shard
+        )
         grads = jax.lax.pmean(grads, "data")
         terms = jax.lax.pmean(terms, "data")
         return apply_gradients(state, terms, grads, tx)
@@ -188,12 +250,10 @@ def make_eval_fn(config: StepConfig, *, clip_to_pixels: bool = False) -> EvalFn:
     def evaluate(
         params: Params, images: jax.Array, vgg: VGG19, target_grams: dict
     ) -> tuple[Terms, jax.Array]:
-        model = nnx.merge(config.graphdef, params)
-        stylized = stylize_padded(model, images, config.pad)
-        if clip_to_pixels:
-            stylized = to_pixel_range(stylized)
-        content = content_targets(vgg, images, config.spec, config.dtype)
-        _, terms = perceptual_loss(vgg, stylized, content, target_grams, config.spec, config.dtype)
+        rng = validation_rng(config.seed)
+        _, terms, stylized = stylize_and_score(
+            params, images, vgg, target_grams, config, rng, clip_to_pixels=clip_to_pixels
+        )
         return terms, stylized
 
     return evaluate

@@ -99,6 +99,21 @@ def test_workdir_config_check(tmp_path):
         checkpoint.check_workdir_config(workdir, changed)
 
 
+def test_run_recorded_before_a_key_existed_resumes_with_its_neutral_value(tmp_path):
+    """A workdir of a version without loss.stability_weight ran without the term: it resumes
+    with the term off, and is refused with it on."""
+    config = smoke.get_config()
+    workdir = checkpoint.prepare_workdir(tmp_path / "run", config)
+    recorded = json.loads((workdir / checkpoint.CONFIG_FILE).read_text())
+    del recorded["loss"]["stability_weight"]
+    (workdir / checkpoint.CONFIG_FILE).write_text(json.dumps(recorded))
+    checkpoint.check_workdir_config(workdir, config)
+    (workdir / checkpoint.CONFIG_FILE).write_text(json.dumps(recorded))
+    config.loss.stability_weight = 1.0
+    with pytest.raises(TrainingError, match=r"loss.stability_weight: 0.0 -> 1.0"):
+        checkpoint.check_workdir_config(workdir, config)
+
+
 def test_unusable_workdirs_are_user_errors(tmp_path):
     config = smoke.get_config()
     not_a_folder = tmp_path / "file"
@@ -108,3 +123,45 @@ def test_unusable_workdirs_are_user_errors(tmp_path):
     (tmp_path / checkpoint.CONFIG_FILE).write_text("{cut off")
     with pytest.raises(TrainingError, match="unreadable run config"):
         checkpoint.prepare_workdir(tmp_path, config)
+
+
+def _export_best(workdir, step: int, metadata_extra: dict) -> None:
+    from flax import nnx
+
+    from fnst_jax import export
+    from fnst_jax.transformer_net import TransformerNet
+
+    model = TransformerNet(rngs=nnx.Rngs(0))
+    export.save_model(workdir / export.BEST_FILENAME, model, {"step": step, **metadata_extra})
+
+
+def test_best_model_compares_with_the_record_in_best_npz(tmp_path):
+    fresh = checkpoint.BestModel(tmp_path, resumed=False)
+    assert fresh.step is None
+    assert not fresh.improves(0, {"total": 1.0})  # step 0: the untrained network
+    assert not fresh.improves(3, {"total": float("nan")})
+    assert fresh.improves(3, {"total": 1e30})
+    fresh.record(3, {"total": 2.0})
+    assert fresh.step == 3 and fresh.improves(6, {"total": 1.9})
+    assert not fresh.improves(6, {"total": 2.0})  # a tie keeps the earlier model
+
+    _export_best(tmp_path, 4, {"validation": {"total": 2.0, "style_reduction": 3.0}})
+    resumed = checkpoint.BestModel(tmp_path, resumed=True)
+    assert (resumed.step, resumed.total) == (4, 2.0)
+    assert not resumed.improves(8, {"total": 2.5}) and resumed.improves(8, {"total": 1.5})
+    # A fresh run in the workdir ignores an earlier run's best.npz.
+    assert checkpoint.BestModel(tmp_path, resumed=False).step is None
+    # Processes other than 0 never export and never read.
+    other = checkpoint.BestModel(tmp_path, resumed=True, enabled=False)
+    assert other.step is None and not other.improves(8, {"total": 0.1})
+
+
+@pytest.mark.parametrize(
+    "metadata", [{}, {"validation": {}}, {"validation": {"total": "x"}}], ids=str
+)
+def test_best_model_without_a_usable_record_starts_over(tmp_path, metadata):
+    _export_best(tmp_path, 4, metadata)
+    best = checkpoint.BestModel(tmp_path, resumed=True)
+    assert best.step is None and best.improves(5, {"total": 1e30})
+    (tmp_path / "best.npz").write_bytes(b"not a model")
+    assert checkpoint.BestModel(tmp_path, resumed=True).step is None

@@ -4,7 +4,8 @@ against the JAX forward (`stylize_padded`), the check every export runs, and the
 The bound throughout is the exporter's: after rounding to uint8, no value may differ from
 the JAX forward's by more than 1/255 (`verify.MAX_LEVEL_DIFFERENCE`). Measured on the test
 model (outputs spanning 0..255): float32 ONNX and StableHLO within 0.001 before rounding,
-float16 ONNX within 0.4 (verify's module docstring).
+float16 ONNX within 0.4 (verify's module docstring). The tiling functions of an ONNX file are
+checked against the JAX engine's box form (the same tile, box, interior and statistics).
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PHOTOS_DIR, REAL_VGG_NPZ, SHARED_DATA
 from flax import nnx
-from stylize_helpers import TEST_PAD, make_test_model, save_test_model
+from stylize_helpers import TEST_PAD, make_test_model, natural_image, save_test_model
 
-from fnst_jax import export, image_io
+from fnst_jax import deploy, export, image_io
 from fnst_jax.deploy import FLOAT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, cli, stablehlo, verify
+from fnst_jax.errors import UserError
+from fnst_jax.stylize import Stylizer
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
 onnx = pytest.importorskip("onnx")
@@ -31,9 +35,6 @@ onnxruntime = pytest.importorskip("onnxruntime")
 from fnst_jax.deploy import onnx_graph  # noqa: E402 (needs onnx)
 
 REPO = Path(__file__).resolve().parents[1]
-# A model trained on the real photos: the README's quick start writes runs/mosaic;
-# FNST_JAX_TRAINED_MODEL may name another. Tests using it skip when there is none.
-TRAINED_MODEL = Path(os.environ.get("FNST_JAX_TRAINED_MODEL", REPO / "runs" / "mosaic"))
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -41,6 +42,11 @@ pytestmark = pytest.mark.usefixtures("fast_compile")
 STANDARD_OPS = {
     *("Pad", "Conv", "InstanceNormalization", "Relu", "Resize", "Add", "Slice", "Transpose"),
     *("Cast", "Round", "Clip", "Shape", "Min", "Sub", "Neg", "Mod", "Concat", "Identity"),
+}
+# ... and those the tiling functions add (Constant: functions have no initializers).
+FUNCTION_OPS = {
+    *("Constant", "Gather", "Range", "Div", "Mul", "Max", "Where", "Greater", "GreaterOrEqual"),
+    *("Unsqueeze", "ReduceSum", "Flatten", "Reshape", "Sqrt", "Reciprocal"),
 }
 
 
@@ -57,7 +63,8 @@ def model() -> TransformerNet:
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory, model) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "candy.onnx"
-    path.write_bytes(onnx_graph.serialize(model, TEST_PAD, {"style": "candy"}))
+    properties = {"style": "candy", "fnst_jax_version": "test"}
+    path.write_bytes(onnx_graph.serialize(model, TEST_PAD, properties))
     return path
 
 
@@ -126,7 +133,7 @@ def test_smallest_side_is_where_onnxruntime_reflection_starts_to_work(onnx_file,
 def test_float16_onnx_keeps_the_bound(model):
     data = onnx_graph.serialize(model, TEST_PAD, {}, dtype="float16")
     initializers = onnx.load_from_string(data).graph.initializer
-    kernels = [t for t in initializers if "_kernel_" in t.name]
+    kernels = [t for t in initializers if t.name.endswith(".kernel")]
     assert len(kernels) == 16 and {t.data_type for t in kernels} == {onnx.TensorProto.FLOAT16}
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     images = batch(37, 53, 2)
@@ -137,12 +144,92 @@ def test_float16_onnx_keeps_the_bound(model):
     assert 0.01 < np.abs(raw - expected).max() < 0.5
 
 
-def test_opset_range(model):
+def test_opset_range(tmp_path, model):
     for opset in (13, 17):
         data = onnx_graph.serialize(model, TEST_PAD, {}, opset=opset)
         assert onnx.load_from_string(data).opset_import[0].version == opset
     with pytest.raises(ValueError, match="--opset must be between 13 and"):
         onnx_graph.serialize(model, TEST_PAD, {}, opset=12)
+    # The tiling functions run at the oldest opset too.
+    oldest = tmp_path / "opset13.onnx"
+    oldest.write_bytes(onnx_graph.serialize(model, TEST_PAD, {"fnst_jax_version": "t"}, opset=13))
+    assert all(check.passed for check in verify.verify_tiling(oldest, model, TEST_PAD))
+
+
+# ----------------------------------------------------------------------------- tiling functions
+
+
+def test_tiling_functions_are_carried_not_called(onnx_file):
+    """Two model-local functions with standard operators, whose parameters are the graph's
+    initializers (stored once), and which the graph itself never calls."""
+    model = onnx.load(onnx_file)
+    functions = {f.name: f for f in model.functions}
+    assert set(functions) == {deploy.TILE_FUNCTION, deploy.MOMENTS_FUNCTION}
+    assert {f.domain for f in functions.values()} == {deploy.FUNCTION_DOMAIN}
+    assert {node.domain for node in model.graph.node} == {""}
+    initializers = {t.name: t for t in model.graph.initializer}
+    for function in functions.values():
+        assert {node.op_type for node in function.node} <= STANDARD_OPS | FUNCTION_OPS
+        assert {node.domain for node in function.node} == {""}
+    tile_inputs = list(functions[deploy.TILE_FUNCTION].input)
+    given = [name for layer in range(15) for name in deploy.given_names(layer)]
+    assert tile_inputs[: 3 + len(given)] == ["tile", "box", "interior", *given]
+    weights = tile_inputs[3 + len(given) :]
+    assert len(weights) == 16 * 2 + 15 * 2 and set(weights) == set(initializers) - {
+        name
+        for name in initializers
+        if "." not in name  # the graph's own constants
+    }
+    parameters = sum(onnx.numpy_helper.to_array(initializers[name]).nbytes for name in weights)
+    assert parameters == 4 * 1_679_235
+    assert onnx_file.stat().st_size < parameters + 200_000  # the functions are ~70 kB
+
+
+def test_tiling_functions_are_the_jax_box_form(onnx_file, model):
+    """`tile_forward` and `norm_moments` against the JAX engine's box form, on the same
+    tiles, boxes (two distinct ones in one call: the ONNX engine groups tiles by box),
+    interiors and statistics. Inside the box the outputs agree to float rounding (0.0007
+    measured on outputs spanning 0..255); outside it neither is defined."""
+    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+
+    jax_engine, onnx_engine = Stylizer(model, pad=TEST_PAD), OnnxStylizer(onnx_file)
+    image = natural_image(50, 70)
+    statistics = jax_engine.norm_statistics(image, TEST_PAD)
+    measured = onnx_engine.norm_statistics(image, TEST_PAD)
+    for (mean, variance), (true_mean, true_variance) in zip(measured, statistics, strict=True):
+        np.testing.assert_allclose(mean, true_mean, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(variance, true_variance, rtol=1e-4, atol=1e-4)
+
+    tiles = batch(96, 80, 3)
+    boxes = np.array([[8, 60, 4, 80], [0, 96, 0, 80], [8, 60, 4, 80]], np.int32)
+    interiors = np.array([[16, 40, 8, 36], [32, 64, 20, 60], [16, 40, 8, 36]], np.int32)
+    got = onnx_engine.tile_outputs(tiles, boxes, statistics)
+    expected = jax_engine.tile_outputs(tiles, boxes, statistics)
+    for index, (top, bottom, left, right) in enumerate(boxes):
+        np.testing.assert_allclose(
+            got[index, top:bottom, left:right], expected[index, top:bottom, left:right], atol=0.01
+        )
+    for layer in (0, 1, 2, 7, 13, 14):  # every resolution, on the way down and up
+        got = onnx_engine.tile_summaries(tiles, boxes, interiors, layer, statistics[:layer])
+        expected = jax_engine.tile_summaries(tiles, boxes, interiors, layer, statistics[:layer])
+        np.testing.assert_array_equal(got[0], expected[0])  # counts
+        np.testing.assert_allclose(got[1], expected[1], rtol=1e-4, atol=1e-3)  # means
+        np.testing.assert_allclose(got[2], expected[2], rtol=1e-4)  # squared deviations
+
+
+def test_a_file_without_tiling_functions_says_to_export_again(tmp_path, onnx_file):
+    """A file exported before tiling existed (no functions) stylizes images whole and
+    refuses tiles with a message that names the fix."""
+    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+
+    old = onnx.load(onnx_file)
+    del old.functions[:]
+    path = tmp_path / "old.onnx"
+    onnx.save(old, path)
+    stylizer = OnnxStylizer(path, max_pixels=32 * 32, tile=32)
+    assert stylizer.stylize(natural_image(30, 30)).shape == (30, 30, 3)
+    with pytest.raises(UserError, match="no tiling functions .* export it again"):
+        stylizer.stylize(natural_image(40, 40))
 
 
 # ----------------------------------------------------------------------------- StableHLO
@@ -326,15 +413,55 @@ def test_real_entry_points(tmp_path, model_path):
 
 # ----------------------------------------------------------------------------- trained model
 
+PHOTO_STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def photo_model(tmp_path_factory) -> Path:
+    """A model trained here on the real photos with the real VGG19 conv1_1..conv3_4 weights:
+    the quick start's recipe (configs/photos_mosaic.py: mosaic, style relu1_1/relu2_1/
+    relu3_1, content relu2_2, pad 20), shrunk to 64 px crops, batch 2 and 24 steps (about a
+    minute of CPU on an idle 2-core machine). Skipped without ../shared/data."""
+    style = SHARED_DATA / "styles" / "mosaic.jpg"
+    if not (PHOTOS_DIR.is_dir() and REAL_VGG_NPZ.is_file() and style.is_file()):
+        pytest.skip(f"{SHARED_DATA} (photos, VGG19 weights, mosaic.jpg) not present")
+    workdir = tmp_path_factory.mktemp("photo_model")
+    overrides = {
+        "style_image": style,
+        "style_size": 128,
+        "data.source": f"folder:{PHOTOS_DIR}",
+        "vgg.weights": REAL_VGG_NPZ,
+        "train.image_size": 64,
+        "train.batch_size": 2,
+        "train.steps": PHOTO_STEPS,
+        "checkpoint_every": PHOTO_STEPS,
+        "sample_every": 1000,
+        "eval_every": 1000,
+        "num_validation_images": 2,
+    }
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        f"--config={REPO / 'configs' / 'photos_mosaic.py'}",
+        f"--workdir={workdir}",
+        *(f"--config.{key}={value}" for key, value in overrides.items()),
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", FNST_JAX_CACHE=str(workdir / "cache"))
+    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, metadata = export.read_model(workdir)
+    assert metadata["step"] == PHOTO_STEPS and metadata["pad"] == 20
+    return workdir
+
 
 @pytest.mark.slow
-def test_trained_model_exports_verify(tmp_path, capsys):
-    """Both formats of a model trained on the real photos pass the exporter's check at its
-    default sizes (skipped without one: train it with the README's quick start)."""
-    if not (TRAINED_MODEL / export.MODEL_FILENAME).is_file() and not TRAINED_MODEL.is_file():
-        pytest.skip(f"no trained model at {TRAINED_MODEL} (README quick start writes it)")
+def test_trained_model_exports_verify(tmp_path, photo_model, capsys):
+    """Both formats (and float16 ONNX) of a model trained on the real photos pass the
+    exporter's check at its default sizes, the ONNX files tiled too."""
     for fmt, extra in (("onnx", []), ("onnx", ["--dtype=float16"]), ("stablehlo", [])):
         output = tmp_path / f"trained_{fmt}_{len(extra)}"
-        argv = ["export", f"--model={TRAINED_MODEL}", f"--format={fmt}", f"--output={output}"]
+        argv = ["export", f"--model={photo_model}", f"--format={fmt}", f"--output={output}"]
         assert cli.main([*argv, *extra]) == 0, capsys.readouterr().err
-        assert output.is_file()
+        err = capsys.readouterr().err
+        assert output.is_file() and "256x171 (batch 2)" in err
+        assert ("tiled, exact statistics" in err) == (fmt == "onnx")

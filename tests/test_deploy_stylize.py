@@ -1,6 +1,7 @@
 """`stylize.py --model x.onnx`: the onnxruntime engine (`deploy.onnx_runtime.OnnxStylizer`)
 against the JAX engine through the same command line: images, colour transfer, video frames,
-refusals (too large: no tiling; too small; bad files; flags fixed at export).
+tiled images (exact and approximate statistics), refusals (too small; bad files; flags fixed
+at export), and the real entry point run without JAX.
 
 Bound: every output within 1/255 of the JAX path's after rounding (the exporter's bound;
 float32 ONNX is within 0.001 before rounding, test_deploy.py). Videos are compared after
@@ -30,11 +31,11 @@ from stylize_helpers import (
     write_test_video,
 )
 
-from fnst_jax import video
-from fnst_jax.stylize import engine
+from fnst_jax import runtime, transformer_net, video
+from fnst_jax.stylize import arrays, loading, tiling
 
 onnxruntime = pytest.importorskip("onnxruntime")
-from fnst_jax.deploy import onnx_graph, onnx_runtime  # noqa: E402 (needs onnx)
+from fnst_jax.deploy import onnx_graph  # noqa: E402 (needs onnx)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,17 +97,32 @@ def test_video_and_gif_frames(models, tmp_path):
         assert np.abs(got.astype(int) - expected.astype(int)).mean() < 0.5
 
 
-def test_images_above_max_pixels_are_refused_naming_the_option(models, tmp_path, capsys):
-    _, onnx_path = models
-    big = save(tmp_path / "in" / "big.png", natural_image(80, 70))  # 5600 px > 4096
+def test_tiled_images_match_the_jax_path(models, tmp_path):
+    """Above --max-pixels both engines tile. Exact statistics: the ONNX tiles against the
+    JAX engine's untiled output, which its exact tiling reproduces (test_stylize_tiling.py;
+    the JAX tiled run itself costs minutes here). Approximate: against the JAX engine's
+    approximate run with the same flags (the same shrunk copy, statistics and tiles)."""
+    npz, onnx_path = models
+    big = save(tmp_path / "in" / "big.png", natural_image(70, 80, seed=5))  # 5600 px
     small = save(tmp_path / "in" / "small.png", natural_image(40, 40))
-    extra = ["--max-pixels=4096", "--tile=64"]
-    assert run(onnx_path, tmp_path / "out", big, small, extra=extra) == 1
-    err = capsys.readouterr().err
-    assert "big.png: stylization failed (70x80 image (5600 pixels) is above --max-pixels" in err
-    assert "ONNX models are not tiled" in err
-    assert (tmp_path / "out" / "small_candy.png").is_file()
-    assert not (tmp_path / "out" / "big_candy.png").exists()
+    tiled = ["--max-pixels=4096", "--tile=64"]
+    assert run(npz, tmp_path / "jax_untiled", big) == 0
+    assert run(onnx_path, tmp_path / "onnx_exact", big, small, extra=tiled) == 0
+    expected = read(tmp_path / "jax_untiled" / "big_candy.png")
+    got = read(tmp_path / "onnx_exact" / "big_candy.png")
+    assert got.shape == expected.shape == (70, 80, 3)
+    assert np.abs(got - expected).max() <= 1
+    assert (tmp_path / "onnx_exact" / "small_candy.png").is_file()  # untiled, same run
+
+    approximate = [*tiled, "--tile-stats=approximate"]
+    assert run(npz, tmp_path / "jax_approx", big, extra=approximate) == 0
+    assert run(onnx_path, tmp_path / "onnx_approx", big, extra=approximate) == 0
+    expected = read(tmp_path / "jax_approx" / "big_candy.png")
+    got = read(tmp_path / "onnx_approx" / "big_candy.png")
+    assert np.abs(got - expected).max() <= 1
+    # Approximate statistics shift the tone: the two modes differ (by ~8 levels on average
+    # with this random model), so the comparison above did test the approximate path.
+    assert np.abs(got - read(tmp_path / "onnx_exact" / "big_candy.png")).mean() > 2
 
 
 def test_too_small_images_are_refused(models, tmp_path, capsys):
@@ -152,25 +168,28 @@ def test_bad_onnx_files_exit_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_defaults_match_the_jax_engine():
-    assert onnx_runtime.DEFAULT_MAX_PIXELS == engine.DEFAULT_MAX_PIXELS
-    assert onnx_runtime.DEFAULT_BATCH_SIZE == engine.DEFAULT_BATCH_SIZE
-    from fnst_jax.transformer_net import SIZE_MULTIPLE
+def test_numpy_side_constants_match_the_jax_side():
+    """The engines share defaults through `loading`; what the JAX-free modules restate."""
+    assert loading.DTYPE_NAMES == tuple(runtime.DTYPES)
+    assert arrays.SIZE_MULTIPLE == transformer_net.SIZE_MULTIPLE
+    from fnst_jax import deploy
 
-    assert onnx_runtime.SIZE_MULTIPLE == SIZE_MULTIPLE
+    assert deploy.NUM_NORM_LAYERS == tiling.NUM_NORM_LAYERS
 
 
 def test_onnx_stylizer_imports_no_jax(models, tmp_path):
+    """The library: OnnxStylizer, a whole image and a tiled one, in a fresh process."""
     _, onnx_path = models
     script = textwrap.dedent(
         """
         import sys
         import numpy as np
         from fnst_jax.deploy.onnx_runtime import OnnxStylizer
-        stylizer = OnnxStylizer(sys.argv[1])
-        image = np.full((20, 30, 3), 128, np.uint8)
-        styled = stylizer.stylize(image)
-        assert styled.shape == image.shape and styled.dtype == np.uint8
+        stylizer = OnnxStylizer(sys.argv[1], max_pixels=32 * 32, tile=32)
+        for image in (np.full((20, 30, 3), 128, np.uint8), np.full((40, 30, 3), 99, np.uint8)):
+            styled = stylizer.stylize(image)
+            assert styled.shape == image.shape and styled.dtype == np.uint8
+        assert stylizer._functions is not None, "the second image was not tiled"
         assert "jax" not in sys.modules and "flax" not in sys.modules, "JAX imported"
         """
     )
@@ -179,3 +198,63 @@ def test_onnx_stylizer_imports_no_jax(models, tmp_path):
         [sys.executable, "-c", script, str(onnx_path)], capture_output=True, text=True, env=env
     )
     assert result.returncode == 0, result.stderr
+
+
+# `python stylize.py ARGS`, then the JAX-side packages the process loaded.
+NO_JAX_RUN = textwrap.dedent(
+    """
+    import runpy
+    import sys
+    sys.argv = sys.argv[1:]
+    status = 0
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exit:
+        status = exit.code
+    heavy = {"jax", "jaxlib", "flax", "optax", "orbax"}
+    loaded = {name.split(".")[0] for name in sys.modules} & heavy
+    print("loaded:", ",".join(sorted(loaded)))
+    print("fnst_jax modules:", ",".join(sorted(m for m in sys.modules if "fnst_jax" in m)))
+    sys.exit(status)
+    """
+)
+
+
+def test_stylize_py_with_an_onnx_model_imports_no_jax(models, tmp_path):
+    """The entry point in a fresh process: a photo, a tiled image and a short video with the
+    .onnx model, and not one JAX, Flax, optax or orbax module imported; the outputs are the
+    JAX path's (same flags, run here) within the bound."""
+    npz, onnx_path = models
+    photo = save(tmp_path / "in" / "photo.png", natural_image(40, 30, seed=2))
+    big = save(tmp_path / "in" / "big.png", natural_image(70, 80, seed=5))  # tiled
+    clip = tmp_path / "in" / "clip.mp4"
+    write_test_video(clip, frames=4)
+    flags = ["--max-pixels=4096", "--tile=64", "--tile-stats=approximate"]
+    command = [
+        sys.executable,
+        "-c",
+        NO_JAX_RUN,
+        str(REPO / "stylize.py"),
+        f"--model={onnx_path}",
+        f"--output={tmp_path / 'onnx'}",
+        *flags,
+        str(photo),
+        str(big),
+        str(clip),
+    ]
+    env = dict(os.environ, PYTHONPATH=str(REPO), FNST_JAX_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loaded: \n" in result.stdout, result.stdout  # nothing of JAX's
+    assert run(npz, tmp_path / "jax", photo, big, clip, extra=flags) == 0
+    for name in ("photo_candy.png", "big_candy.png"):
+        got, expected = read(tmp_path / "onnx" / name), read(tmp_path / "jax" / name)
+        assert got.shape == expected.shape and np.abs(got - expected).max() <= 1, name
+    _, frames = video.read_video(tmp_path / "onnx" / "clip_candy.mp4")
+    _, expected_frames = video.read_video(tmp_path / "jax" / "clip_candy.mp4")
+    pairs = list(zip(frames, expected_frames, strict=True))
+    assert len(pairs) == 4
+    for got, expected in pairs:
+        assert np.abs(got.astype(int) - expected.astype(int)).mean() < 0.5

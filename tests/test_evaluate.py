@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import evaluate, export, losses, train_step, vgg_weights
+from fnst_jax import evaluate, export, losses, quality, train_step, vgg_weights
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
@@ -195,9 +195,11 @@ def model_file(tmp_path, model):
     return export.save_model(tmp_path / "run" / "model.npz", model, meta)
 
 
-def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
+def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys):
     asked = []
-    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: asked.append((w, p)) or vgg4)
+    monkeypatch.setattr(
+        vgg_weights, "load_vgg", lambda w, p=None: asked.append((w, p)) or small_vgg
+    )
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(_image(3, 40, 48)).save(photos / "a.png")
@@ -241,12 +243,32 @@ def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
 
     # The numbers are the training objective on training's view of each image.
     image = evaluate.prepare_image(np.asarray(Image.open(photos / "a.png")), SIZE)
-    grams = evaluate.load_style_grams(vgg4, model_file.parent.parent / "style.png", 36,
+    grams = evaluate.load_style_grams(small_vgg, model_file.parent.parent / "style.png", 36,
                                       SPEC.style_layers)  # fmt: skip
     batch = jnp.asarray(image, jnp.float32)[None]
     stylized = losses.to_pixel_range(stylize_padded(model, batch, PAD))
-    _, terms = perceptual_loss(vgg4, stylized, content_targets(vgg4, batch, SPEC), grams, SPEC)
+    content = content_targets(small_vgg, batch, SPEC)
+    _, terms = perceptual_loss(small_vgg, stylized, content, grams, SPEC)
     assert document["images"][0]["total_loss"] == pytest.approx(float(terms["total"]), rel=1e-4)
+
+    # And the quality figures are `quality.figures` on the same pair, the style image (not
+    # its training size) at the evaluated image's longest side; the summary holds their means.
+    style = np.asarray(Image.open(model_file.parent.parent / "style.png"))
+    expected = quality.figures(
+        small_vgg, batch, stylized, quality.StyleTargets(small_vgg, style).at(SIZE)
+    )
+    for key in quality.KEYS:
+        assert document["images"][0][key] == pytest.approx(float(expected[key][0]), rel=1e-4)
+        mean = np.mean([r[key] for r in document["images"]])
+        assert summary[key] == pytest.approx(mean, rel=1e-6)
+    assert summary["style_reduction"] > 0 and summary["content_change"] > 0
+    assert document["quality"]["style_layers"] == list(quality.STYLE_LAYERS)
+    assert document["quality"]["content_layer"] == quality.CONTENT_LAYER
+    luma = style.astype(np.float64) @ np.array(quality.LUMA_WEIGHTS)
+    assert document["quality"]["style_luminance"] == pytest.approx(luma.mean(), rel=1e-5)
+    for column in evaluate.QUALITY_COLUMNS:
+        assert column in captured.out
+    assert "mean luma: outputs" in captured.out
 
     grid = np.asarray(Image.open(report.with_name("eval_grid.png")))
     assert grid.shape == (2 * evaluate.GRID_ROW_HEIGHT, 2 * evaluate.GRID_ROW_HEIGHT, 3)
@@ -258,8 +280,8 @@ def test_cli_report(model_file, vgg4, model, tmp_path, monkeypatch, capsys):
     )
 
 
-def test_cli_full_size_without_baseline(model_file, vgg4, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: vgg4)
+def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: small_vgg)
     Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
     report = tmp_path / "full.json"
     argv = [
@@ -275,6 +297,31 @@ def test_cli_full_size_without_baseline(model_file, vgg4, tmp_path, monkeypatch,
     assert summary["matched_iterations_bound"] is None and summary["equivalent_iterations"] is None
     assert document["image_size"] is None
     assert not (tmp_path / "full_grid.png").exists()
+    # At full size the style image is taken at the image's own longest side (44 px).
+    assert document["images"][0]["style_reduction"] == summary["style_reduction"]
+    evaluator, _ = evaluate._setup(  # the same setup main runs, to reach its style targets
+        {
+            "model": str(model_file), "style-layers": None, "vgg-weights": None,
+            "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": True,
+            "image-size": None, "baseline-optimizer": "lbfgs", "baseline-init": "content",
+        }
+    )  # fmt: skip
+    image = jnp.asarray(np.asarray(Image.open(tmp_path / "c.png")), jnp.float32)[None]
+    stylized, _ = evaluator.stylize(image)
+    expected = quality.figures(small_vgg, image, stylized, evaluator.quality_targets.at(44))
+    assert summary["style_reduction"] == pytest.approx(float(expected["style_reduction"][0]))
+
+
+def test_cli_refuses_vgg_weights_too_shallow_for_the_quality_figures(
+    model_file, vgg4, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: vgg4)
+    Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
+    argv = ["evaluate", "--model", str(model_file), "--images", str(tmp_path / "c.png"),
+            "--baseline-iterations", "none", "--no-grid"]  # fmt: skip
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "quality figures need VGG layers" in err and "relu3_1" in err
 
 
 def test_cli_bad_model(tmp_path, capsys):

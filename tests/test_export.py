@@ -170,3 +170,46 @@ def test_workdir_without_model_falls_back_to_its_latest_checkpoint(tmp_path):
     empty.mkdir()
     with pytest.raises(export.ModelFileError, match="neither an exported model"):
         export.load_model(empty)
+
+
+def test_best_model_is_exported_beside_model_npz_with_its_validation(tmp_path):
+    """export_model(..., BEST_FILENAME) writes WORKDIR/best.npz and leaves model.npz alone;
+    the validation figures land in the metadata as floats; a workdir still means model.npz."""
+    config = smoke.get_config()
+    config.style_image = "style.png"
+    spec = loss_spec_from_config(config.loss)
+    graphdef, params = train_step.init_model(jax.random.PRNGKey(0), jnp.float32)
+    _, other = train_step.init_model(jax.random.PRNGKey(1), jnp.float32)
+    export.export_model(tmp_path, graphdef, params, export.model_metadata(config, spec, "torch", 9))
+    validation = {"total": np.float32(2.5), "style_reduction": 3.0}
+    meta = export.model_metadata(config, spec, "torch", 4, validation=validation)
+    json.dumps(meta)  # the numpy scalar became a float
+    export.export_model(tmp_path, graphdef, other, meta, export.BEST_FILENAME)
+
+    best, best_meta = export.load_model(tmp_path / "best.npz")
+    assert best_meta["step"] == 4 and best_meta["validation"] == {
+        "total": 2.5,
+        "style_reduction": 3.0,
+    }
+    np.testing.assert_equal(export.flat_params(best), export.flatten_params(other))
+    last, last_meta = export.load_model(tmp_path)  # the workdir: model.npz, as before
+    assert last_meta["step"] == 9 and "validation" not in last_meta
+    np.testing.assert_equal(export.flat_params(last), export.flatten_params(params))
+
+
+def test_read_metadata_reads_and_checks_only_the_metadata(tmp_path, model):
+    path = export.save_model(tmp_path / "m.npz", model, {"step": 5})
+    assert export.read_metadata(path) == export.read_model(path)[1]
+    assert export.read_metadata(tmp_path / "m.npz")["step"] == 5
+    np.savez(tmp_path / "plain.npz", weights=np.zeros(3))
+    _with_meta(tmp_path / "other.npz", {"format": "other"}, {})
+    (tmp_path / "garbage.npz").write_bytes(b"garbage")
+    for name, message in (
+        ("plain.npz", "no __fnst_meta__ entry"),
+        ("other.npz", "format 'other'"),
+        ("garbage.npz", "not an fnst_jax model file"),
+        ("missing.npz", "model file not found"),
+    ):
+        with pytest.raises(export.ModelFileError, match=message) as error:
+            export.read_metadata(tmp_path / name)
+        assert str(error.value).count(str(tmp_path / name)) == 1  # named once, not nested

@@ -113,6 +113,7 @@ def test_names_and_sizes(tmp_path):
     (tmp_path / "runs" / "mosaic").mkdir(parents=True)
     assert inputs.model_name(str(tmp_path / "runs" / "mosaic")) == "mosaic"
     assert inputs.model_name(str(tmp_path / "runs" / "mosaic" / "model.npz")) == "mosaic"
+    assert inputs.model_name(str(tmp_path / "runs" / "mosaic" / "best.npz")) == "mosaic-best"
     assert inputs.model_name("candy.npz") == "candy"
     assert inputs.target_size(40, 30, inputs.Options(size=20)) == (20, 15)
     assert inputs.target_size(40, 30, inputs.Options(scale=0.5)) == (20, 15)

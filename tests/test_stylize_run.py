@@ -5,6 +5,7 @@ videos and GIFs with their timing."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,48 @@ def test_video_and_gif_round_trip(model_path, tmp_path):
         assert animation.n_frames == 3
         assert gif_durations(animation) == [50, 120, 200]
         assert animation.size == (30, 40)
+
+
+def test_temporal_blend_of_video_frames(model_path, tmp_path, monkeypatch, capsys):
+    """--temporal-blend 0 (the default) leaves every frame as it was; ALPHA blends each with
+    the previous output along the input's optical flow (`temporal.TemporalBlender`)."""
+    pytest.importorskip("cv2")
+    from fnst_jax import temporal
+    from fnst_jax.stylize import loading
+    from fnst_jax.stylize import run as runs
+    from fnst_jax.stylize.inputs import Options
+
+    scene = natural_image(48, 64 + 2 * 5, seed=4)
+    frames = [scene[:, 2 * i : 2 * i + 64] for i in range(5)]  # a 2 px/frame pan
+    stylizer = loading.load_stylizer(model_path)
+    # Batches of 2, as _stylized_frames runs them below (same programs, same numbers).
+    plain = [out for i in range(0, 5, 2) for out in stylizer.stylize_batch(frames[i : i + 2])]
+
+    class Bar:
+        def update(self, count):
+            pass
+
+    def stylized(alpha):
+        options = Options(temporal_blend=alpha)
+        return list(runs._stylized_frames(iter(frames), stylizer, (64, 48), 2, options, Bar()))
+
+    for got, expected in zip(stylized(0.0), plain, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    blender = temporal.TemporalBlender(0.5)
+    blended = stylized(0.5)
+    for frame, output, got in zip(frames, plain, blended, strict=True):
+        np.testing.assert_array_equal(got, blender(frame, output))
+    changed = [not np.array_equal(got, out) for got, out in zip(blended, plain, strict=True)]
+    assert changed == [False, True, True, True, True]  # the first frame has no previous one
+
+    clip = tmp_path / "clip.mp4"
+    write_test_video(clip)
+    assert run(model_path, tmp_path / "out.mp4", clip, extra=["--temporal-blend=0.5"]) == 0
+    assert len(list(video.read_video(tmp_path / "out.mp4")[1])) == 6
+    capsys.readouterr()
+    assert run(model_path, tmp_path / "bad.mp4", clip, extra=["--temporal-blend=1.5"]) == 2
+    assert "--temporal-blend must be 0 (off) or between 0 and 1" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed
+    assert run(model_path, tmp_path / "bad.mp4", clip, extra=["--temporal-blend=0.5"]) == 2
+    assert "pip install 'fnst_jax[video]'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.mp4").exists()

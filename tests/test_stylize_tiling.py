@@ -41,10 +41,10 @@ def test_tiles_are_placed_exactly_with_an_identity_network():
     """Tile placement and cropping, checked exactly: identity in, identity out."""
     stylizer = Stylizer(make_test_model(), pad=8, max_pixels=32 * 32, tile=32)
 
-    def identity(batch, boxes=None, statistics=None):
-        return batch.astype(np.float32), []
+    def identity(tiles, boxes, statistics):
+        return tiles.astype(np.float32)
 
-    stylizer.run_network = identity
+    stylizer.tile_outputs = identity
     image = natural_image(71, 50)
     assert stylizer.needs_tiling(71, 50)
     statistics = []  # not used by the identity network
@@ -86,6 +86,25 @@ def test_exact_statistics_equal_the_untiled_ones(untiled_result):
     for (mean, var), (true_mean, true_var) in zip(exact, measured, strict=True):
         np.testing.assert_allclose(mean, true_mean, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(var, true_var, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "height, width, pad, max_pixels",
+    [(900, 700, 40, 4096), (90, 70, 8, 40 * 40), (3000, 5, 40, 4096), (50, 50, 8, 1 << 20)],
+)
+def test_the_shrunk_copy_fits_max_pixels(height, width, pad, max_pixels):
+    """Approximate statistics are measured on the largest copy whose network input fits
+    max_pixels: a function of the sizes alone, so the JAX and ONNX engines shrink alike."""
+    small_h, small_w, small_pad = tiling.shrunk_size(height, width, pad, max_pixels)
+    source, _ = network_input(np.zeros((small_h, small_w, 3), np.uint8), small_pad)
+    pixels = source.shape[0] * source.shape[1]
+    if (small_h, small_w) == (height, width):
+        assert pixels <= max_pixels
+    elif min(small_h, small_w) > 1:  # shrunk in 3% steps: fits, and uses the budget
+        assert max_pixels / 2 < pixels <= max_pixels
+        assert small_w / small_h == pytest.approx(width / height, rel=0.1)
+    else:  # a side of one pixel cannot shrink further
+        assert small_w == 1 and small_h < height
 
 
 def test_approximate_statistics_stay_close(untiled_result):

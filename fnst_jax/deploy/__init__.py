@@ -11,7 +11,8 @@ Where things happen:
     compared with `transformer_net.stylize_padded` (at most 1/255 apart after rounding).
   * `cli.py`: the flags and `main(argv)`; the file is renamed into place only once verified.
   * `onnx_runtime.py`: `OnnxStylizer`, the engine `stylize.py --model x.onnx` runs
-    (onnxruntime; imports no JAX).
+    (onnxruntime; imports no JAX), tiling included; `onnx_functions.py`: the tiling functions
+    an ONNX file carries, as onnxruntime sessions.
 
 Both exports share one interface (the names below): input uint8 (batch, height, width, 3)
 RGB; outputs the stylized uint8 images and the unrounded float32 ones (0..255 scale), same
@@ -22,6 +23,35 @@ ONNX runtime path stays free of JAX.
 INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
 FLOAT_OUTPUT_NAME = "stylized_float"
+
+# The model-local functions of an ONNX file (onnx_graph's module docstring), which only
+# tiling calls: their domain and names, and the names of their inputs and outputs.
+FUNCTION_DOMAIN = "fnst_jax"
+TILE_FUNCTION = "tile_forward"
+MOMENTS_FUNCTION = "norm_moments"
+TILE_INPUT = "tile"
+BOX_INPUT = "box"
+INTERIOR_INPUT = "interior"
+TILE_OUTPUT = "tile_stylized_float"
+# Instance-norm layers of a TransformerNet, in call order: 3 + 2 x 5 residual + 2.
+NUM_NORM_LAYERS = 15
+
+
+def given_names(layer: int) -> tuple[str, str]:
+    """tile_forward's inputs: the (mean, variance) norm layer `layer` normalises with."""
+    return f"given_mean_{layer}", f"given_variance_{layer}"
+
+
+def summary_names(layer: int) -> tuple[str, str, str]:
+    """tile_forward's outputs: (count, mean, squared deviations) of norm layer `layer`'s
+    input over the interior."""
+    return f"count_{layer}", f"mean_{layer}", f"squares_{layer}"
+
+
+def moment_names(layer: int) -> tuple[str, str]:
+    """norm_moments' outputs: the (mean, variance) norm layer `layer` measured in the box."""
+    return f"moment_mean_{layer}", f"moment_variance_{layer}"
+
 
 DEFAULT_OPSET = 18
 # The graph's Resize (empty roi) and Pad/Clip/Slice with tensor inputs need opset 13.

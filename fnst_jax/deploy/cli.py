@@ -49,7 +49,8 @@ examples:
 Both take uint8 (batch, height, width, 3) RGB images of any size and return the stylized
 uint8 images ('stylized') and the unrounded float32 ones ('stylized_float'); the model's
 training pad is applied inside. Every file is checked against the JAX model on a few sizes
-before it is written (at most 1/255 apart after rounding) and refused otherwise.
+(an ONNX file tiled too) before it is written (at most 1/255 apart after rounding) and
+refused otherwise.
 ONNX needs the onnx extra: pip install -e '.[onnx]'.
 """
 
@@ -184,6 +185,8 @@ def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
             f.flush()
             os.fsync(f.fileno())
         checks.extend(verify.verify(runner(temporary), model, pad, sizes))
+        if fv["format"].value == "onnx":
+            checks.extend(verify.verify_tiling(temporary, model, pad))
         verify.require_agreement(checks, f"{output}: not written: the exported file")
 
     write_atomic(output, write_and_verify)

@@ -28,6 +28,26 @@ convolutions pad by 4): images need sides of at least `smallest_side(pad)` px (3
 training pad, 5 px with none). Every larger size matches the JAX forward up to float
 rounding.
 
+Tiling (what `stylize.py` does with images above --max-pixels) needs the network in its box
+form (`TransformerNet.forward` with a box, normalised with given statistics; see
+`stylize.tiling`), which the graph above is not. The file carries it as two model-local
+functions (domain `fnst_jax`, names in `fnst_jax.deploy`) that the graph does not call, so
+runtimes that only stylize whole images never see them; their parameters are inputs named
+after the graph's initializers (`conv1.kernel`, `res0a.norm.scale`, ...), so the weights are
+stored once:
+  * `tile_forward(tile, box, interior, given_mean_L, given_variance_L for L < 15, weights)`:
+    tile uint8 (N, H, W, 3), H and W multiples of 4; box and interior int64 (top, bottom,
+    left, right), multiples of 4, shared by the N tiles. Every layer reflects at the box
+    edges (a Gather of reflected rows and columns), every norm layer L normalises with the
+    given float32 (C,) moments, and its input is summarised over the interior: outputs
+    `count_L` (float32 scalar), `mean_L` and `squares_L` (float32 (N, C): the mean and the
+    sum of squared deviations from it), and `tile_stylized_float` (float32 (N, H, W, 3)).
+  * `norm_moments(tile, box, weights)`: the same layers, every norm measuring its input
+    inside the box and normalising with that: outputs `moment_mean_L`, `moment_variance_L`
+    (float32 (N, C)), the statistics an untiled run of the network input in the box uses.
+`onnx_functions` runs them (each exact-statistics pass only up to its layer); the exporter
+checks a tiled run against the JAX forward (`verify.verify_tiling`).
+
 float16 (`dtype="float16"`): weights and activations in float16, instance-norm statistics and
 normalisation in float32 (cast around each norm, as the JAX bfloat16 path keeps them), the
 outputs float32/uint8 as above. Whether it keeps the 1/255 bound is for `verify` to say.
@@ -42,17 +62,29 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from fnst_jax.deploy import (
+    BOX_INPUT,
     DEFAULT_OPSET,
     FLOAT_OUTPUT_NAME,
+    FUNCTION_DOMAIN,
     INPUT_NAME,
+    INTERIOR_INPUT,
     MIN_OPSET,
+    MOMENTS_FUNCTION,
+    NUM_NORM_LAYERS,
     OUTPUT_NAME,
+    TILE_FUNCTION,
+    TILE_INPUT,
+    TILE_OUTPUT,
+    given_names,
+    moment_names,
+    summary_names,
 )
 from fnst_jax.errors import UsageError
 from fnst_jax.transformer_net import (
     INSTANCE_NORM_EPSILON,
     SIZE_MULTIPLE,
     ConvNormRelu,
+    InstanceNorm,
     ReflectConv,
     TransformerNet,
     UpsampleConvNormRelu,
@@ -82,12 +114,17 @@ def smallest_side(pad: int) -> int:
 
 
 class _Graph:
-    """Nodes and initializers of one graph, with generated value names."""
+    """Nodes, constants and parameters of the graph or of one function, with generated value
+    names. In a function (`function=True`) constants are Constant nodes and parameters are
+    inputs (`weights`, by name); in the graph both are initializers."""
 
-    def __init__(self, dtype: str):
+    def __init__(self, dtype: str, *, function: bool = False):
         self.dtype = dtype
+        self.function = function
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self.weights: list[str] = []
+        self._constants: dict[tuple[str, tuple[int, ...], bytes], str] = {}
         self._count = 0
 
     def name(self, hint: str) -> str:
@@ -95,44 +132,272 @@ class _Graph:
         return f"{hint}_{self._count}"
 
     def constant(self, hint: str, value: np.ndarray) -> str:
-        name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        """A constant; equal constants share one name."""
+        value = np.asarray(value)
+        key = (value.dtype.str, value.shape, value.tobytes())
+        if key in self._constants:
+            return self._constants[key]
+        name = self._constants[key] = self.name(hint)
+        tensor = numpy_helper.from_array(value, name)
+        if self.function:
+            self.nodes.append(helper.make_node("Constant", [], [name], value=tensor))
+        else:
+            self.initializers.append(tensor)
         return name
 
-    def weight(self, hint: str, value: np.ndarray) -> str:
-        """A parameter in the compute dtype."""
-        return self.constant(hint, np.asarray(value, _NUMPY_TYPES[self.dtype]))
+    def weight(self, name: str, value: np.ndarray, dtype: type | None = None) -> str:
+        """A parameter under its stable name (`conv1.kernel`), in `dtype` (default: the
+        compute dtype)."""
+        if name not in self.weights:
+            self.weights.append(name)
+            if not self.function:
+                array = np.asarray(value, dtype or _NUMPY_TYPES[self.dtype])
+                self.initializers.append(numpy_helper.from_array(array, name))
+        return name
 
     def ints(self, hint: str, *values: int) -> str:
         return self.constant(hint, np.array(values, np.int64))
 
-    def op(self, op_type: str, inputs: list[str], hint: str = "", **attributes: object) -> str:
-        """One node with one output; returns the output's name."""
-        output = self.name(hint or op_type.lower())
+    def scalar(self, hint: str, value: int) -> str:
+        """A 0-d int64 constant."""
+        return self.constant(hint, np.array(value, np.int64))
+
+    def op(
+        self,
+        op_type: str,
+        inputs: list[str],
+        hint: str = "",
+        *,
+        output: str | None = None,
+        **attributes: object,
+    ) -> str:
+        """One node with one output (named `output`, else generated); returns its name."""
+        output = output or self.name(hint or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attributes))
         return output
 
+    def dim(self, x: str, axis: int) -> str:
+        """The 0-d int64 size of `x` along `axis`."""
+        return self.op("Gather", [self.op("Shape", [x]), self.scalar("axis", axis)], "dim")
 
-def _reflect_conv(graph: _Graph, layer: ReflectConv, x: str, hint: str) -> str:
-    """ReflectConv: reflection padding by k // 2, then the convolution (VALID, stride)."""
-    p = layer.kernel_size // 2
+
+# ----------------------------------------------------------------------------- the layers
+
+
+class _PlainLayers:
+    """How the graph's layers pad and normalise: Pad (reflect) and InstanceNormalization,
+    over the whole array (the network input)."""
+
+    def __init__(self, graph: _Graph):
+        self.graph = graph
+
+    def reflect(self, x: str, p: int, scale: int) -> str:
+        del scale  # the whole array reflects at its edges at every resolution
+        pads = self.graph.ints("pads", 0, 0, p, p, 0, 0, p, p)
+        return self.graph.op("Pad", [x, pads], mode="reflect")
+
+    def normalize(self, y: str, norm: InstanceNorm, hint: str, scale: int) -> str:
+        del scale
+        g = self.graph
+        return g.op(
+            "InstanceNormalization",
+            [
+                y,
+                g.weight(f"{hint}.norm.scale", norm.scale[...], np.float32),
+                g.weight(f"{hint}.norm.shift", norm.bias[...], np.float32),
+            ],
+            f"{hint}_norm",
+            epsilon=INSTANCE_NORM_EPSILON,
+        )
+
+
+class _BoxLayers:
+    """How the functions' layers pad and normalise: `TransformerNet.forward` with a box.
+
+    Every layer reflects at the box edges (scaled to its resolution): a Gather of rows, then
+    of columns, whose indices fold each position into the box as `transformer_net.
+    reflect_indices` does. Norm layers either normalise with given moments and summarise
+    their input over the interior (`measure=False`: tile_forward), or measure their input in
+    the box and normalise with that (`measure=True`: norm_moments)."""
+
+    def __init__(self, graph: _Graph, x: str, box: str, interior: str | None, measure: bool):
+        self.graph = graph
+        self.box = box
+        self.interior = interior
+        self.measure = measure
+        self.layer = 0
+        self.sides = (graph.dim(x, 2), graph.dim(x, 3))
+        self._indices: dict[tuple[int, int, int], tuple[str, str, str, str]] = {}
+        self._boxes: dict[tuple[str, int], str] = {}
+
+    def _scaled(self, box: str, scale: int) -> str:
+        """A (4,) box at 1/scale resolution (boxes are multiples of 4: exact)."""
+        if scale == 1:
+            return box
+        if (box, scale) not in self._boxes:
+            self._boxes[box, scale] = self.graph.op("Div", [box, self.graph.ints("s", scale)])
+        return self._boxes[box, scale]
+
+    def _reflected(self, axis: int, p: int, scale: int) -> tuple[str, str, str, str]:
+        """Rows (axis 0) or columns (1) of an array reflect-padded by p at 1/scale
+        resolution, where position i holds i - p folded into [low, high) of the box, in three
+        parts: (the source positions before the box, [low], [high], those after it)."""
+        key = (axis, p, scale)
+        if key in self._indices:
+            return self._indices[key]
+        g = self.graph
+        side = g.op("Div", [self.sides[axis], g.scalar("s", scale)])
+        box = self._scaled(self.box, scale)
+        low = g.op("Gather", [box, g.scalar("low", 2 * axis)])
+        high = g.op("Gather", [box, g.scalar("high", 2 * axis + 1)])
+        count = g.op("Add", [side, g.scalar("p2", 2 * p)])
+        positions = g.op("Range", [g.scalar("zero", 0), count, g.scalar("one", 1)])
+        position = g.op("Sub", [positions, g.op("Add", [low, g.scalar("p", p)])])
+        size = g.op("Sub", [high, low])
+        period = g.op(
+            "Max",
+            [
+                g.op("Mul", [g.op("Sub", [size, g.scalar("one", 1)]), g.scalar("two", 2)]),
+                g.scalar("one", 1),
+            ],
+        )
+        folded = g.op("Mod", [position, period], fmod=0)  # the divisor's sign: >= 0
+        folded = g.op(
+            "Where",
+            [g.op("GreaterOrEqual", [folded, size]), g.op("Sub", [period, folded]), folded],
+        )
+        folded = g.op(
+            "Where", [g.op("Greater", [size, g.scalar("one", 1)]), folded, g.scalar("zero", 0)]
+        )
+        indices = g.op("Add", [low, folded], f"reflect{axis}_{p}_{scale}")
+        first = g.ints("zero", 0)
+        last = g.ints("end", np.iinfo(np.int64).max)
+        zero = g.ints("axis", 0)
+        starts = g.op("Unsqueeze", [low, zero])
+        ends = g.op("Unsqueeze", [high, zero])
+        before = g.op("Add", [starts, g.ints("p", p)])
+        after = g.op("Add", [ends, g.ints("p", p)])
+        parts = (
+            g.op("Slice", [indices, first, before], "before"),
+            starts,
+            ends,
+            g.op("Slice", [indices, after, last], "after"),
+        )
+        self._indices[key] = parts
+        return parts
+
+    def reflect(self, x: str, p: int, scale: int) -> str:
+        """x reflect-padded by p at the box edges: the box rows (columns) as they are, the
+        positions around them gathered (a full Gather of the last axis is slow in
+        onnxruntime; a slice and two small gathers are not)."""
+        g = self.graph
+        for axis in (2, 3):
+            before, low, high, after = self._reflected(axis - 2, p, scale)
+            inside = g.op("Slice", [x, low, high, g.ints("axis", axis)], "inside")
+            x = g.op(
+                "Concat",
+                [
+                    g.op("Gather", [x, before], axis=axis),
+                    inside,
+                    g.op("Gather", [x, after], axis=axis),
+                ],
+                axis=axis,
+            )
+        return x
+
+    def _summary(self, y: str, region_box: str, scale: int) -> tuple[str, str, str, str]:
+        """(count (scalar), mean (N, C, 1, 1), squared deviations (N, C), mean (N, C)) of y
+        over `region_box` at 1/scale resolution, float32."""
+        g = self.graph
+        box = self._scaled(region_box, scale)
+        starts = g.op("Gather", [box, g.ints("starts", 0, 2)])
+        ends = g.op("Gather", [box, g.ints("ends", 1, 3)])
+        region = g.op("Slice", [y, starts, ends, g.ints("axes", 2, 3)], "region")
+        sides = g.op("Sub", [ends, starts])
+        count = g.op(
+            "Cast",
+            [
+                g.op(
+                    "Mul",
+                    [
+                        g.op("Gather", [sides, g.scalar("rows", 0)]),
+                        g.op("Gather", [sides, g.scalar("cols", 1)]),
+                    ],
+                )
+            ],
+            "count",
+            to=TensorProto.FLOAT,
+        )
+        axes = g.ints("axes", 2, 3)
+        mean = g.op("Div", [g.op("ReduceSum", [region, axes], keepdims=1), count], "mean")
+        centered = g.op("Sub", [region, mean])
+        squares = g.op("ReduceSum", [g.op("Mul", [centered, centered]), axes], keepdims=0)
+        return count, mean, squares, g.op("Flatten", [mean], axis=1)
+
+    def normalize(self, y: str, norm: InstanceNorm, hint: str, scale: int) -> str:
+        g = self.graph
+        layer = self.layer
+        self.layer += 1
+        if self.measure:
+            count, mean, squares, _ = self._summary(y, self.box, scale)
+            variance = g.op("Div", [squares, count])
+            mean_name, variance_name = moment_names(layer)
+            g.op("Flatten", [mean], output=mean_name, axis=1)
+            g.op("Identity", [variance], output=variance_name)
+            variance = g.op("Unsqueeze", [variance, g.ints("axes", 2, 3)])
+        else:
+            count, _, squares, flat_mean = self._summary(y, self.interior, scale)
+            count_name, mean_name, squares_name = summary_names(layer)
+            g.op("Identity", [count], output=count_name)
+            g.op("Identity", [flat_mean], output=mean_name)
+            g.op("Identity", [squares], output=squares_name)
+            shape = g.ints("shape", 1, -1, 1, 1)
+            mean, variance = (g.op("Reshape", [name, shape]) for name in given_names(layer))
+        # InstanceNorm.normalize: (y - mean) * rsqrt(variance + eps) * scale + shift.
+        inverse = g.op(
+            "Reciprocal",
+            [g.op("Sqrt", [g.op("Add", [variance, g.constant("eps", _epsilon())])])],
+        )
+        y = g.op("Mul", [g.op("Sub", [y, mean]), inverse])
+        shape = g.ints("shape", 1, -1, 1, 1)
+        scale_weight = g.weight(f"{hint}.norm.scale", norm.scale[...], np.float32)
+        shift_weight = g.weight(f"{hint}.norm.shift", norm.bias[...], np.float32)
+        y = g.op("Mul", [y, g.op("Reshape", [scale_weight, shape])])
+        return g.op("Add", [y, g.op("Reshape", [shift_weight, shape])], f"{hint}_norm")
+
+
+def _epsilon() -> np.ndarray:
+    return np.array(INSTANCE_NORM_EPSILON, np.float32)
+
+
+Layers = _PlainLayers | _BoxLayers
+
+
+def _reflect_conv(
+    graph: _Graph, layers: Layers, conv: ReflectConv, x: str, hint: str, scale: int
+) -> str:
+    """ReflectConv at 1/scale resolution: reflection by k // 2, then the convolution (VALID,
+    stride)."""
+    p = conv.kernel_size // 2
     # flax keeps kernels as (kh, kw, in, out); ONNX wants (out, in, kh, kw).
-    kernel = np.transpose(np.asarray(layer.conv.kernel[...]), (3, 2, 0, 1))
-    padded = graph.op("Pad", [x, graph.ints("pads", 0, 0, p, p, 0, 0, p, p)], mode="reflect")
+    kernel = np.transpose(np.asarray(conv.conv.kernel[...]), (3, 2, 0, 1))
     return graph.op(
         "Conv",
         [
-            padded,
-            graph.weight(f"{hint}_kernel", kernel),
-            graph.weight(f"{hint}_bias", layer.conv.bias[...]),
+            layers.reflect(x, p, scale),
+            graph.weight(f"{hint}.kernel", kernel),
+            graph.weight(f"{hint}.bias", conv.conv.bias[...]),
         ],
         hint,
-        kernel_shape=[layer.kernel_size] * 2,
-        strides=[layer.stride] * 2,
+        kernel_shape=[conv.kernel_size] * 2,
+        strides=[conv.stride] * 2,
     )
 
 
-def _conv_norm_relu(graph: _Graph, block: ConvNormRelu, x: str, hint: str) -> str:
+def _conv_norm_relu(
+    graph: _Graph, layers: Layers, block: ConvNormRelu, x: str, hint: str, scale: int
+) -> str:
+    """A block whose input x is at 1/scale resolution."""
     if isinstance(block, UpsampleConvNormRelu):
         # Nearest x2 (`transformer_net.upsample_nearest`): output pixel i takes input i // 2.
         x = graph.op(
@@ -143,34 +408,31 @@ def _conv_norm_relu(graph: _Graph, block: ConvNormRelu, x: str, hint: str) -> st
             coordinate_transformation_mode="asymmetric",
             nearest_mode="floor",
         )
-    y = _reflect_conv(graph, block.conv, x, hint)
+        scale //= 2
+    y = _reflect_conv(graph, layers, block.conv, x, hint, scale)
     if graph.dtype != "float32":
         y = graph.op("Cast", [y], to=TensorProto.FLOAT)
-    y = graph.op(
-        "InstanceNormalization",
-        [
-            y,
-            graph.constant(f"{hint}_scale", np.asarray(block.norm.scale[...], np.float32)),
-            graph.constant(f"{hint}_shift", np.asarray(block.norm.bias[...], np.float32)),
-        ],
-        f"{hint}_norm",
-        epsilon=INSTANCE_NORM_EPSILON,
-    )
+    y = layers.normalize(y, block.norm, hint, scale * block.conv.stride)
     if graph.dtype != "float32":
         y = graph.op("Cast", [y], to=_TENSOR_TYPES[graph.dtype])
     return graph.op("Relu", [y]) if block.relu else y
 
 
-def _layers(graph: _Graph, model: TransformerNet, x: str) -> str:
-    """`TransformerNet.forward` on a network input (sides multiples of 4), NCHW."""
-    for name in ("conv1", "conv2", "conv3"):
-        x = _conv_norm_relu(graph, getattr(model, name), x, name)
+def _layers(
+    graph: _Graph, model: TransformerNet, x: str, layers: Layers, *, last: bool = True
+) -> str:
+    """`TransformerNet.forward` on a network input (sides multiples of 4), NCHW; without
+    the output convolution when not `last`."""
+    x = _conv_norm_relu(graph, layers, model.conv1, x, "conv1", 1)
+    x = _conv_norm_relu(graph, layers, model.conv2, x, "conv2", 1)
+    x = _conv_norm_relu(graph, layers, model.conv3, x, "conv3", 2)
     for index, block in enumerate(model.res):
-        inner = _conv_norm_relu(graph, block.block1, x, f"res{index}a")
-        x = graph.op("Add", [x, _conv_norm_relu(graph, block.block2, inner, f"res{index}b")])
-    for name in ("up1", "up2"):
-        x = _conv_norm_relu(graph, getattr(model, name), x, name)
-    return _reflect_conv(graph, model.out, x, "out")
+        inner = _conv_norm_relu(graph, layers, block.block1, x, f"res{index}a", 4)
+        outer = _conv_norm_relu(graph, layers, block.block2, inner, f"res{index}b", 4)
+        x = graph.op("Add", [x, outer])
+    x = _conv_norm_relu(graph, layers, model.up1, x, "up1", 4)
+    x = _conv_norm_relu(graph, layers, model.up2, x, "up2", 2)
+    return _reflect_conv(graph, layers, model.out, x, "out", 1) if last else x
 
 
 def _network_input(graph: _Graph, image: str, pad: int) -> tuple[str, str, str]:
@@ -198,6 +460,45 @@ def _network_input(graph: _Graph, image: str, pad: int) -> tuple[str, str, str]:
     return graph.op("Cast", [x], to=_TENSOR_TYPES[graph.dtype]), train_pad, size
 
 
+# ----------------------------------------------------------------------------- the functions
+
+
+def _tiling_function(
+    model: TransformerNet, dtype: str, opset: int, measure: bool
+) -> onnx.FunctionProto:
+    """`tile_forward` (measure=False) or `norm_moments` (measure=True); see the module
+    docstring."""
+    graph = _Graph(dtype, function=True)
+    x = graph.op("Transpose", [TILE_INPUT], perm=[0, 3, 1, 2])
+    x = graph.op("Cast", [x], to=_TENSOR_TYPES[dtype])
+    interior = None if measure else INTERIOR_INPUT
+    layers = _BoxLayers(graph, x, BOX_INPUT, interior, measure)
+    if measure:
+        _layers(graph, model, x, layers, last=False)
+        inputs = [TILE_INPUT, BOX_INPUT]
+        outputs = [name for layer in range(NUM_NORM_LAYERS) for name in moment_names(layer)]
+    else:
+        y = graph.op("Transpose", [_layers(graph, model, x, layers)], perm=[0, 2, 3, 1])
+        graph.op("Cast", [y], output=TILE_OUTPUT, to=TensorProto.FLOAT)
+        given = [name for layer in range(NUM_NORM_LAYERS) for name in given_names(layer)]
+        inputs = [TILE_INPUT, BOX_INPUT, INTERIOR_INPUT, *given]
+        outputs = [TILE_OUTPUT]
+        outputs += [name for layer in range(NUM_NORM_LAYERS) for name in summary_names(layer)]
+    if layers.layer != NUM_NORM_LAYERS:
+        raise ValueError(f"{layers.layer} norm layers, expected {NUM_NORM_LAYERS}")
+    return helper.make_function(
+        FUNCTION_DOMAIN,
+        MOMENTS_FUNCTION if measure else TILE_FUNCTION,
+        [*inputs, *graph.weights],
+        outputs,
+        graph.nodes,
+        [helper.make_opsetid("", opset)],
+    )
+
+
+# ----------------------------------------------------------------------------- the model
+
+
 def build_model(
     model: TransformerNet,
     pad: int,
@@ -213,14 +514,14 @@ def build_model(
     pad = max(0, int(pad))
     graph = _Graph(dtype)
     x, train_pad, size = _network_input(graph, INPUT_NAME, pad)
-    y = _layers(graph, model, x)
+    y = _layers(graph, model, x, _PlainLayers(graph))
     # Crop the train pad and the rounding off: rows pad_h .. pad_h + height.
     end = graph.op("Add", [train_pad, size])
     y = graph.op("Slice", [y, train_pad, end, graph.ints("axes", 2, 3)], "crop")
     y = graph.op("Transpose", [y], perm=[0, 2, 3, 1])
     if dtype != "float32":
         y = graph.op("Cast", [y], to=TensorProto.FLOAT)
-    graph.nodes.append(helper.make_node("Identity", [y], [FLOAT_OUTPUT_NAME]))
+    graph.op("Identity", [y], output=FLOAT_OUTPUT_NAME)
     levels = graph.op(
         "Clip",
         [
@@ -229,7 +530,7 @@ def build_model(
             graph.constant("high", np.array(255, np.float32)),
         ],
     )
-    graph.nodes.append(helper.make_node("Cast", [levels], [OUTPUT_NAME], to=TensorProto.UINT8))
+    graph.op("Cast", [levels], output=OUTPUT_NAME, to=TensorProto.UINT8)
 
     shape = ["batch", "height", "width", 3]
     onnx_graph = helper.make_graph(
@@ -245,7 +546,9 @@ def build_model(
             "Fast neural style transfer (fnst_jax TransformerNet). Input 'image': uint8 "
             "(batch, height, width, 3) RGB. Outputs 'stylized': uint8, same shape; "
             "'stylized_float': float32 0..255, unrounded. Any height and width of at least "
-            f"{smallest_side(pad)} px; the training pad ({pad} px) is applied inside."
+            f"{smallest_side(pad)} px; the training pad ({pad} px) is applied inside. The "
+            f"local functions {TILE_FUNCTION} and {MOMENTS_FUNCTION} (domain "
+            f"{FUNCTION_DOMAIN}) are for tiling large images; the graph does not call them."
         ),
     )
     onnx_model = helper.make_model_gen_version(
@@ -253,9 +556,14 @@ def build_model(
         producer_name="fnst_jax",
         producer_version=metadata.get("fnst_jax_version", ""),
         opset_imports=[helper.make_opsetid("", opset)],
+        functions=[
+            _tiling_function(model, dtype, opset, measure=False),
+            _tiling_function(model, dtype, opset, measure=True),
+        ],
     )
     helper.set_model_props(
-        onnx_model, {**metadata, "dtype": dtype, "min_side": str(smallest_side(pad))}
+        onnx_model,
+        {**metadata, "pad": str(pad), "dtype": dtype, "min_side": str(smallest_side(pad))},
     )
     return onnx_model
 

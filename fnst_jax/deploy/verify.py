@@ -10,10 +10,17 @@ difference of any size can move a value across a rounding boundary, so 0 is not 
 float reimplementation can promise). `require_agreement` turns a failed check into a
 `VerificationError`; the exporter then removes the file it was writing.
 
-Measured (random test model with outputs spanning 0..255, and a 100-step model trained on
-the real photos, sizes as above): float32 ONNX and StableHLO differ from the JAX forward by
-at most 0.001 on the 0..255 scale, float16 ONNX by up to 0.37 (one level after rounding on
-about 3% of the values; README, Export).
+An ONNX file is also checked tiled (`verify_tiling`): its tiling functions run through
+`OnnxStylizer` and `stylize.tiling`, on a photo-like image cut into 2 x 2 tiles (each with its
+context and box), once with exact statistics (`tile_forward`'s layer passes) and once
+normalised with the image's own statistics as `norm_moments` measures them (what approximate
+statistics measure on a shrunk copy); both must give the untiled JAX forward within the same
+bound.
+
+Measured (random test model with outputs spanning 0..255, and the 400-step quick-start model
+trained on the real photos, sizes as above): float32 ONNX and StableHLO differ from the JAX
+forward by at most 0.001 on the 0..255 scale, tiled float32 ONNX by 0.0005, float16 ONNX by
+up to 0.37 (one level after rounding on about 5% of the values; README, Export).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
 # (height, width) of the check batches: square, odd (no multiple of 4), landscape.
 DEFAULT_SIZES = ((64, 64), (53, 37), (171, 256))
+# (height, width) of the tiled check's image (2 x 2 tiles; any training pad).
+TILING_SIZE = (61, 46)
 MAX_LEVEL_DIFFERENCE = 1
 
 # A loaded exported file: uint8 (N, H, W, 3) -> (uint8 output, float32 output).
@@ -53,14 +62,16 @@ class Check:
     max_float_difference: float  # on the 0..255 scale, unrounded outputs
     max_level_difference: int  # after rounding to uint8, either output
     differing_fraction: float  # of the uint8 values, not equal to the reference's
+    what: str = ""  # which path of the file, when not its graph
 
     @property
     def passed(self) -> bool:
         return self.max_level_difference <= MAX_LEVEL_DIFFERENCE
 
     def describe(self) -> str:
+        what = f"{self.what} " if self.what else ""
         return (
-            f"{self.width}x{self.height} (batch {self.batch}): max difference "
+            f"{what}{self.width}x{self.height} (batch {self.batch}): max difference "
             f"{self.max_float_difference:.2g}, {self.max_level_difference}/255 after rounding "
             f"({100 * self.differing_fraction:.2g}% of values off by one or more)"
         )
@@ -126,6 +137,34 @@ def verify(
     for height, width in sizes:
         images = check_images(height, width)
         checks.append(compare(images, runner(images), reference(images)))
+    return checks
+
+
+def verify_tiling(path: str | Path, model: TransformerNet, pad: int) -> list[Check]:
+    """The ONNX file's tiling functions (see the module docstring) against the untiled JAX
+    forward, on `check_images`' photo-like image of `TILING_SIZE`."""
+    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+    from fnst_jax.stylize import tiling
+    from fnst_jax.stylize.arrays import network_input
+
+    height, width = TILING_SIZE
+    image = check_images(height, width)[:1]
+    expected = reference_function(model, pad)(image)
+    rows, cols = network_input(image[0], pad)[0].shape[:2]
+    # Tiles of about half the network input: 2 x 2 tiles, every one with a box edge.
+    tile = -(-max(rows, cols) // 8) * 4
+    stylizer = OnnxStylizer(path, max_pixels=min(height * width - 1, tile * tile), tile=tile)
+    if not stylizer.needs_tiling(height, width):
+        raise AssertionError("the tiled check's image is not tiled")
+    checks = []
+    for what, statistics in (
+        ("tiled, exact statistics", None),
+        ("tiled, measured statistics", stylizer.norm_statistics(image[0], pad)),
+    ):
+        raw = tiling.stylize_tiled(stylizer, image[0], statistics)[None]
+        checks.append(
+            dataclasses.replace(compare(image, (image_io.to_uint8(raw), raw), expected), what=what)
+        )
     return checks
 
 

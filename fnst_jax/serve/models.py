@@ -38,7 +38,6 @@ from fnst_jax.stylize.engine import DEFAULT_MAX_PIXELS, Stylizer
 log = logging.getLogger(__name__)
 
 THUMBNAIL_KEY = "style_thumbnail"
-BEST_FILENAME = "best.npz"
 _SKIPPED_FOLDERS = {"checkpoints"}
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -86,7 +85,7 @@ def model_name(path: Path) -> str:
     if path.is_dir() or path.name == export.MODEL_FILENAME:
         folder = path if path.is_dir() else path.parent
         name = folder.resolve().name
-    elif path.name == BEST_FILENAME:
+    elif path.name == export.BEST_FILENAME:
         name = f"{path.parent.resolve().name}-best"
     else:
         name = path.stem

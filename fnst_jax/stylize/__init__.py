@@ -12,8 +12,27 @@ Where things happen:
     progress, the summary).
   * `cli.py`: the flags of `python stylize.py` and `main(argv) -> exit status`.
   * `arrays.py`: numpy helpers they share (size rounding, an image's network input, resizing).
+  * `loading.py`: `load_stylizer`, the engine for a model path (the JAX `engine.Stylizer`, or
+    for an `.onnx` file `deploy.onnx_runtime.OnnxStylizer`), and the defaults they share.
+
+Only `engine.py` imports JAX, and importing this package does not import it (`Stylizer` is
+loaded on first use), so `stylize.py --model x.onnx` runs without JAX.
 """
 
-from fnst_jax.stylize.engine import Stylizer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fnst_jax.stylize.engine import Stylizer
 
 __all__ = ["Stylizer"]
+
+
+def __getattr__(name: str) -> Any:
+    """`fnst_jax.stylize.Stylizer`, imported (with JAX) when first asked for."""
+    if name == "Stylizer":
+        from fnst_jax.stylize.engine import Stylizer
+
+        return Stylizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,10 @@
-"""Numpy helpers shared by the stylize engine, tiling and runs: size rounding, the network
-input of an image, Lanczos resizing.
+"""Numpy helpers shared by the stylize engines (JAX and onnxruntime), tiling and runs: size
+rounding, the network input of an image, Lanczos resizing.
 
 `network_input` lays an image out host-side exactly as `transformer_net.stylize_padded` and
 `TransformerNet.__call__` pad it on the device (numpy's and jax's "reflect" agree).
+
+Imports no JAX (the onnxruntime path of `stylize.py` uses it).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from fnst_jax.transformer_net import SIZE_MULTIPLE
+# transformer_net.SIZE_MULTIPLE (tests keep them equal): the network input's sides are
+# padded to multiples of it (the network downsamples twice by 2).
+SIZE_MULTIPLE = 4
 
 
 def round_up(value: int, multiple: int) -> int:

@@ -20,8 +20,7 @@ from absl import flags
 from fnst_jax import cli as convention
 from fnst_jax import image_io
 from fnst_jax.errors import UsageError
-from fnst_jax.runtime import DTYPES
-from fnst_jax.stylize import engine, inputs, run
+from fnst_jax.stylize import inputs, loading, run
 
 USAGE = """\
 Stylize images, folders and videos with a trained fast-neural-style model.
@@ -29,8 +28,8 @@ Stylize images, folders and videos with a trained fast-neural-style model.
 usage: python stylize.py --model MODEL --output OUT [options] INPUT [INPUT ...]
 
   MODEL  a training workdir (uses WORKDIR/model.npz), an exported model .npz file, or an
-         .onnx file from `python -m fnst_jax.export` (runs in onnxruntime; no tiling:
-         images above --max-pixels are refused; --pad and --dtype are fixed in the file)
+         .onnx file from `python -m fnst_jax.export` (runs in onnxruntime, without JAX,
+         tiling included; --pad and --dtype are fixed in the file)
   INPUT  image files, folders (searched recursively), quoted globs ('photos/**/*.jpg'),
          videos (mp4, mov, m4v, mkv, webm) and GIFs
   OUT    a folder (created if needed): each output keeps its input's name and subfolders
@@ -42,6 +41,7 @@ examples:
   python stylize.py --model candy.npz --output small.png --size 512 photo.jpg
   python stylize.py --model candy.npz --output out --max-pixels 4000000 --tile 1024 huge.tif
   python stylize.py --model candy.npz --output out --preserve-color clip.mp4
+  python stylize.py --model candy.npz --output out --temporal-blend 0.5 clip.mp4
 
 Images keep their size (or --size / --scale), EXIF orientation and ICC profile; alpha is
 kept in png/webp outputs and dropped in jpg. Existing outputs are skipped unless
@@ -61,14 +61,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_float("scale", None, "Resize by this factor (instead of --size).", **fv)
     flags.DEFINE_integer(
         "max-pixels",
-        engine.DEFAULT_MAX_PIXELS,
+        loading.DEFAULT_MAX_PIXELS,
         "Images with more pixels than this are stylized in tiles; also caps the pixels in "
         "one batch. Lower it if you run out of memory.",
         **fv,
     )
     flags.DEFINE_integer(
         "tile",
-        engine.DEFAULT_TILE,
+        loading.DEFAULT_TILE,
         "Side in pixels of the part of a large image each tile computes (each tile also "
         "sees 64 px of context around it).",
         **fv,
@@ -76,7 +76,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_enum(
         "tile-stats",
         "exact",
-        list(engine.TILE_STATISTICS),
+        list(loading.TILE_STATISTICS),
         "Instance-norm statistics of a tiled image: exact (the whole image's, computed over "
         "the tiles: the untiled result, ~7x the compute) or approximate (measured on a "
         "shrunk copy: one extra network call, slightly different tone).",
@@ -84,19 +84,19 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer(
         "batch-size",
-        engine.DEFAULT_BATCH_SIZE,
+        loading.DEFAULT_BATCH_SIZE,
         "Same-size images or frames per network call (rounded down to a power of two, "
         "and fewer when their pixels would exceed --max-pixels).",
         **fv,
     )
     flags.DEFINE_integer(
         "bucket",
-        engine.DEFAULT_BUCKET,
+        loading.DEFAULT_BUCKET,
         "Pad image sides up to a multiple of this (by reflection, cropped back) so mixed "
         "sizes share compiled programs. 4 = exact sizes (one compilation per size).",
         **fv,
     )
-    flags.DEFINE_enum("dtype", "float32", list(DTYPES), "Compute dtype.", **fv)
+    flags.DEFINE_enum("dtype", "float32", list(loading.DTYPE_NAMES), "Compute dtype.", **fv)
     flags.DEFINE_integer(
         "pad",
         None,
@@ -124,6 +124,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_boolean("overwrite", False, "Replace existing outputs.", **fv)
     flags.DEFINE_boolean("quiet", False, "Only errors: no progress, no per-file lines.", **fv)
     flags.DEFINE_integer("workers", 2, "Threads for decoding and encoding.", **fv)
+    flags.DEFINE_float(
+        "temporal-blend",
+        0.0,
+        "Videos: blend each stylized frame with the previous output frame, warped along the "
+        "input's optical flow, with this weight (0 < ALPHA < 1; 0 = off). Less flicker, "
+        "a softer texture; needs OpenCV (the video extra).",
+        **fv,
+    )
 
 
 def _check_numbers(fv: flags.FlagValues) -> None:
@@ -150,6 +158,15 @@ def _options_from_flags(fv: flags.FlagValues) -> inputs.Options:
         raise UsageError("--scale must be positive")
     if not 1 <= fv["quality"].value <= 100:
         raise UsageError("--quality must be between 1 and 100")
+    temporal_blend = fv["temporal-blend"].value
+    if temporal_blend and not 0 < temporal_blend < 1:
+        raise UsageError(
+            f"--temporal-blend must be 0 (off) or between 0 and 1, not {temporal_blend}"
+        )
+    if temporal_blend:
+        from fnst_jax import temporal
+
+        temporal.opencv()  # not installed: say so now (MissingOpenCVError, exit 2)
     suffix = fv["suffix"].value
     if suffix is None:
         suffix = f"_{inputs.model_name(fv['model'].value)}"
@@ -163,6 +180,7 @@ def _options_from_flags(fv: flags.FlagValues) -> inputs.Options:
         quiet=fv["quiet"].value,
         suffix=suffix,
         workers=max(1, fv["workers"].value),
+        temporal_blend=temporal_blend,
     )
 
 
@@ -185,7 +203,7 @@ def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int
     output = Path(fv["output"].value)
     single_file = inputs.is_single_file_output(output)
     reporter = run.Reporter(quiet=options.quiet, stream=stream)
-    stylizer = engine.load_stylizer(  # a bad model file: UserError, exit 2
+    stylizer = loading.load_stylizer(  # a bad model file: UserError, exit 2
         fv["model"].value,
         dtype=fv["dtype"].value,
         pad=fv["pad"].value,

@@ -19,15 +19,17 @@ of a bucket-shaped array, and `TransformerNet.forward` gets its box, so every la
 at the box edges and every instance norm measures inside it (see transformer_net's module
 docstring). The bucket padding beyond the box never reaches the result.
 
-`load_stylizer(path, ...)` picks the engine for a model path: this module's `Stylizer`, or
-for an exported `.onnx` file `deploy.onnx_runtime.OnnxStylizer` (onnxruntime, same interface,
-no tiling).
+`loading.load_stylizer(path, ...)` (re-exported here) picks the engine for a model path:
+this module's `Stylizer`, or for an exported `.onnx` file `deploy.onnx_runtime.OnnxStylizer`
+(onnxruntime, same interface, tiling included, no JAX).
 
 Where things happen:
-  * `_forward`: the jit-compiled network, shared by every Stylizer of one architecture.
+  * `_forward`: the jit-compiled network, shared by every Stylizer of one architecture;
+    `_layer_summary`: one exact-statistics pass of tiling, up to one norm layer.
   * `Stylizer.run_network`: one batch of laid-out images through `_forward`;
     `stylize_batch` groups images by bucket shape and batches around it; images above
-    `max_pixels` go to `tiling.stylize_tiled`.
+    `max_pixels` go to `tiling.stylize_tiled`, which calls back `tile_outputs`,
+    `tile_summaries` and `norm_statistics` (tiling's `TilingEngine`).
 
 Speed: XLA compiles the network once per input shape. Network inputs are padded up to a few
 bucket shapes (multiples of `bucket`, default 64 px), so images of mixed sizes share a
@@ -47,21 +49,18 @@ import numpy as np
 from flax import nnx
 
 from fnst_jax import export, image_io, runtime
-from fnst_jax.deploy import onnx_runtime
-from fnst_jax.deploy.onnx_runtime import OnnxStylizer
-from fnst_jax.errors import UsageError
 from fnst_jax.stylize import tiling
 from fnst_jax.stylize.arrays import network_input, pad_batch, round_up
+from fnst_jax.stylize.loading import (  # noqa: F401 (re-exported: engine.load_stylizer)
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BUCKET,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TILE,
+    TILE_STATISTICS,
+    load_stylizer,
+)
+from fnst_jax.stylize.tiling import NormStatistics, Summary
 from fnst_jax.transformer_net import SIZE_MULTIPLE, Moments, NormControl, TransformerNet
-
-DEFAULT_MAX_PIXELS = 2048 * 2048  # ~3 GB of activations on CPU in float32
-DEFAULT_TILE = 1024
-DEFAULT_BUCKET = 64
-DEFAULT_BATCH_SIZE = 4
-TILE_STATISTICS = ("exact", "approximate")
-
-# Per norm layer (in call order), the moments every image of a call is normalised with.
-NormStatistics = list[Moments]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -83,6 +82,26 @@ def _forward(
     norms = NormControl(given=given)
     output = model.forward(images, box, norms)
     return output, norms.used
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _layer_summary(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    images: jax.Array,
+    boxes: jax.Array,
+    interiors: jax.Array,
+    layer: int,
+    given: Sequence[Moments],
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(count, mean, squared deviations) of norm layer `layer`'s input over each tile's
+    interior, the layers before it normalised with `given`. Only that summary is returned,
+    so XLA drops every layer after it."""
+    model = nnx.merge(graphdef, state)
+    missing = [None] * (tiling.NUM_NORM_LAYERS - len(given))
+    norms = NormControl(given=[*given, *missing], sum_box=interiors)
+    model.forward(images, boxes, norms)
+    return norms.sums[layer]
 
 
 class Stylizer:
@@ -230,6 +249,37 @@ class Stylizer:
         `tile_statistics` (`tiling.image_statistics`)."""
         return tiling.image_statistics(self, image)
 
+    # -- tiling's TilingEngine
+
+    def tile_outputs(
+        self, tiles: np.ndarray, boxes: np.ndarray, statistics: NormStatistics
+    ) -> np.ndarray:
+        """uint8 tile arrays (N, H, W, 3), their (N, 4) boxes -> float32 (N, H, W, 3), every
+        tile normalised with `statistics`."""
+        return self.run_network(tiles, boxes, statistics)[0]
+
+    def tile_summaries(
+        self,
+        tiles: np.ndarray,
+        boxes: np.ndarray,
+        interiors: np.ndarray,
+        layer: int,
+        given: NormStatistics,
+    ) -> Summary:
+        """Per tile, (count, mean, squared deviations) of norm layer `layer`'s input over
+        its interior, the layers before it normalised with `given` (`_layer_summary`)."""
+        n = len(tiles)  # the batch padding repeats the last tile: left out of the results
+        count, mean, squares = _layer_summary(
+            self.graphdef,
+            self.state,
+            jnp.asarray(pad_batch(tiles), jnp.float32),
+            jnp.asarray(pad_batch(boxes)),
+            jnp.asarray(pad_batch(interiors)),
+            layer,
+            given,
+        )
+        return np.asarray(count)[:n], np.asarray(mean)[:n], np.asarray(squares)[:n]
+
     def _lay_out(
         self, images: Sequence[np.ndarray], pad: int
     ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
@@ -258,37 +308,6 @@ class Stylizer:
             output[top : top + image.shape[0], left : left + image.shape[1]]
             for output, image, (top, left) in zip(outputs, images, offsets, strict=True)
         ]
-
-
-def load_stylizer(
-    path: str | os.PathLike,
-    *,
-    dtype: str = "float32",
-    pad: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    **options: int | str,
-) -> Stylizer | OnnxStylizer:
-    """The engine for a model path, as `stylize.py --model` takes it: an exported `.onnx`
-    file runs in onnxruntime (`deploy.onnx_runtime.OnnxStylizer`: same interface; its pad
-    and dtype were fixed at export and it does not tile, so `options` (bucket, tile,
-    tile_statistics) do not apply); anything else is `Stylizer.from_model_file`."""
-    if not onnx_runtime.is_onnx_file(path):
-        return Stylizer.from_model_file(
-            path, dtype=dtype, pad=pad, batch_size=batch_size, max_pixels=max_pixels, **options
-        )
-    stylizer = onnx_runtime.OnnxStylizer(path, batch_size=batch_size, max_pixels=max_pixels)
-    if dtype != "float32":
-        raise UsageError(
-            f"--dtype {dtype} does not apply to an ONNX model: its dtype "
-            f"({stylizer.properties.get('dtype', 'float32')}) was fixed at export"
-        )
-    if pad is not None and pad != stylizer.pad:
-        raise UsageError(
-            f"--pad {pad}: an ONNX model's pad was fixed at export ({stylizer.pad} px); "
-            f"export it again with --pad {pad}"
-        )
-    return stylizer
 
 
 def _finish(stylized: np.ndarray, original: np.ndarray, preserve_color: bool) -> np.ndarray:

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING
 
 from fnst_jax import image_io, video
 
+# export.BEST_FILENAME; export itself imports JAX, which the ONNX path does without.
+BEST_FILENAME = "best.npz"
+
 if TYPE_CHECKING:
     from fnst_jax.stylize.run import Reporter
 
@@ -39,6 +42,7 @@ class Options:
     quiet: bool = False
     suffix: str = ""
     workers: int = 2
+    temporal_blend: float = 0.0  # videos: weight of the flow-warped previous output (0 = off)
 
 
 @dataclasses.dataclass
@@ -60,10 +64,13 @@ def target_size(width: int, height: int, options: Options) -> tuple[int, int]:
 
 
 def model_name(model_path: str) -> str:
-    """A name for output files: the workdir's name, or the model file's stem."""
+    """A name for output files: the workdir's name (plus `-best` for its best.npz, as the
+    service names it), or the model file's stem."""
     path = Path(model_path)
     if path.is_dir() or path.name == "model.npz":
         return (path if path.is_dir() else path.parent).resolve().name or "stylized"
+    if path.name == BEST_FILENAME:
+        return f"{path.parent.resolve().name}-best"
     return path.stem
 
 

@@ -24,14 +24,16 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from fnst_jax import image_io, video
 from fnst_jax.stylize.arrays import resize
-from fnst_jax.stylize.engine import Stylizer
 from fnst_jax.stylize.inputs import Job, Options, target_size
+
+if TYPE_CHECKING:  # runs take either engine (loading.load_stylizer) and import neither
+    from fnst_jax.stylize.engine import Stylizer
 
 
 class Reporter:
@@ -295,10 +297,22 @@ def _stylized_frames(
     options: Options,
     bar: Any,
 ) -> Iterator[np.ndarray]:
-    """Resize frames to `size` (width, height) and stylize them `batch` at a time."""
+    """Resize frames to `size` (width, height) and stylize them `batch` at a time; with
+    `options.temporal_blend`, blend each with the previous output along the input's optical
+    flow (`temporal.TemporalBlender`)."""
+    blender = None
+    if options.temporal_blend:
+        from fnst_jax.temporal import TemporalBlender  # OpenCV: only for --temporal-blend
+
+        blender = TemporalBlender(options.temporal_blend)
     for group in _batched(frames, batch):
         group = [resize(frame, None, size)[0] for frame in group]
-        yield from stylizer.stylize_batch(group, preserve_color=options.preserve_color)
+        stylized = stylizer.stylize_batch(group, preserve_color=options.preserve_color)
+        if blender is not None:
+            stylized = [
+                blender(frame, styled) for frame, styled in zip(group, stylized, strict=True)
+            ]
+        yield from stylized
         bar.update(len(group))
 
 

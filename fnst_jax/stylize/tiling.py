@@ -16,36 +16,37 @@ The statistics are the whole image's (a tile's own would shift its tone):
     the untiled result up to float rounding. Cost: about 7.5x one untiled pass of compute
     (the passes stop at their layer; the residual blocks hold most of the work) and one
     compiled program per pass.
-  * "approximate" (`approximate_statistics`): measured once, on a copy shrunk to fit
-    `max_pixels`: one network call, then the output pass. Features of a shrunk image have
-    somewhat other statistics, so the tone differs a little from an untiled run (README's
-    figures, benchmarks/tiling_error.py).
+  * "approximate" (`approximate_statistics`): measured once, on a copy shrunk so that its
+    network input fits `max_pixels`: one network call, then the output pass. Features of a
+    shrunk image have somewhat other statistics, so the tone differs a little from an
+    untiled run (README's figures, benchmarks/tiling_error.py).
 
 Memory: the uint8 network input and float32 output of the image's size, and one batch of
 tile arrays through the network; never the whole image.
 
-The functions take the `engine.Stylizer` that runs the network (its graph and state,
-`run_network`, `norm_statistics`, `batch_limit` and tile settings); the engine calls
-`stylize_tiled` for every image above `max_pixels`.
+The functions take the engine that runs the network (`TilingEngine`: the JAX
+`engine.Stylizer`, or `deploy.onnx_runtime.OnnxStylizer`, which runs the tiling functions an
+exported ONNX file carries); each engine calls `stylize_tiled` for every image above
+`max_pixels`. This module is numpy only: it imports no JAX.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from fnst_jax.stylize.arrays import network_input, pad_batch, resize
-from fnst_jax.transformer_net import Moments, NormControl
+from fnst_jax.stylize.arrays import SIZE_MULTIPLE, network_input, resize, round_up
 
-if TYPE_CHECKING:
-    from fnst_jax.stylize.engine import NormStatistics, Stylizer
+# A norm layer's float32 (mean, variance), each (N, 1, 1, C).
+Moments = tuple[np.ndarray, np.ndarray]
+# Per norm layer (in call order), the moments every image of a call is normalised with.
+NormStatistics = list[Moments]
+# Per tile, one norm layer's input over its interior: float32 (count, mean, squared
+# deviations from that mean), shaped (N, 1, 1, 1), (N, 1, 1, C), (N, 1, 1, C).
+Summary = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 # How far an output pixel sees into the input (TransformerNet's receptive-field radius at
 # full resolution): 4 (9x9 input conv) + 1 + 2 (the stride-2 convs) + 40 (ten 3x3 residual
@@ -54,6 +55,43 @@ if TYPE_CHECKING:
 HALO = 64
 # Norm layers of a TransformerNet: 3 (encoder) + 2 x 5 (residual blocks) + 2 (decoder).
 NUM_NORM_LAYERS = 15
+
+
+class TilingEngine(Protocol):
+    """What tiling needs of the engine that runs the network."""
+
+    pad: int  # the train pad around the image
+    tile: int  # the side of a tile's interior (a multiple of 4)
+    max_pixels: int
+    tile_statistics: str  # "exact" or "approximate"
+
+    def batch_limit(self, pixels_per_image: int) -> int:
+        """Tile arrays per network call."""
+        ...
+
+    def tile_outputs(
+        self, tiles: np.ndarray, boxes: np.ndarray, statistics: NormStatistics
+    ) -> np.ndarray:
+        """uint8 (N, H, W, 3) tile arrays and their (N, 4) int32 boxes -> float32
+        (N, H, W, 3): the box form of the network, every norm given `statistics`."""
+        ...
+
+    def tile_summaries(
+        self,
+        tiles: np.ndarray,
+        boxes: np.ndarray,
+        interiors: np.ndarray,
+        layer: int,
+        given: NormStatistics,
+    ) -> Summary:
+        """Per tile, norm layer `layer`'s input summarised over its (N, 4) interior, the
+        layers before it normalised with `given`."""
+        ...
+
+    def norm_statistics(self, image: np.ndarray, pad: int) -> NormStatistics:
+        """The (1, 1, 1, C) moments of every norm layer of an untiled run of the uint8
+        image with a `pad` border."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,38 +156,19 @@ class TileGrid:
         return Tile(top, left, array, np.array(box, np.int32), np.array(interior, np.int32))
 
 
-def _batches(stylizer: Stylizer, grid: TileGrid, tiles: Sequence[Tile]) -> Iterator[list[Tile]]:
+def _batches(stylizer: TilingEngine, grid: TileGrid, tiles: Sequence[Tile]) -> Iterator[list[Tile]]:
     """The tiles, as many per network call as `max_pixels` allows."""
     limit = stylizer.batch_limit(grid.array_shape[0] * grid.array_shape[1])
     for start in range(0, len(tiles), limit):
         yield list(tiles[start : start + limit])
 
 
-def _stacked(tiles: Sequence[Tile], field: str) -> jax.Array:
-    """A tile field of a batch, stacked and padded as `run_network` pads batches."""
-    return jnp.asarray(pad_batch(np.stack([getattr(t, field) for t in tiles])))
+def _stacked(tiles: Sequence[Tile], field: str) -> np.ndarray:
+    """One field of a batch of tiles, stacked."""
+    return np.stack([getattr(tile, field) for tile in tiles])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _layer_summary(
-    graphdef: nnx.GraphDef,
-    state: nnx.State,
-    images: jax.Array,
-    boxes: jax.Array,
-    interiors: jax.Array,
-    layer: int,
-    given: Sequence[Moments],
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(count, mean, squared deviations) of norm layer `layer`'s input over each tile's
-    interior, the layers before it normalised with `given`. Only that summary is returned,
-    so XLA drops every layer after it."""
-    model = nnx.merge(graphdef, state)
-    norms = NormControl(given=[*given, *[None] * (NUM_NORM_LAYERS - len(given))], sum_box=interiors)
-    model.forward(images, boxes, norms)
-    return norms.sums[layer]
-
-
-def _combine(summaries: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Moments:
+def _combine(summaries: list[Summary]) -> Moments:
     """Per-tile (count, mean, squared deviations) -> the (1, 1, 1, C) mean and variance of
     the union (Chan et al.'s pairwise update, in float64)."""
     counts = np.concatenate([c for c, _, _ in summaries]).astype(np.float64)
@@ -162,7 +181,7 @@ def _combine(summaries: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Mome
 
 
 def exact_statistics(
-    stylizer: Stylizer,
+    stylizer: TilingEngine,
     source: np.ndarray,
     grid: TileGrid,
     tiles: Sequence[Tile] | None = None,
@@ -173,44 +192,46 @@ def exact_statistics(
     tiles = grid.tiles(source) if tiles is None else tiles
     statistics: NormStatistics = []
     for layer in range(NUM_NORM_LAYERS):
-        summaries = []
-        for batch in _batches(stylizer, grid, tiles):
-            count, mean, squares = _layer_summary(
-                stylizer.graphdef,
-                stylizer.state,
-                _stacked(batch, "array").astype(jnp.float32),
+        summaries = [
+            stylizer.tile_summaries(
+                _stacked(batch, "array"),
                 _stacked(batch, "box"),
                 _stacked(batch, "interior"),
                 layer,
                 statistics,
             )
-            n = len(batch)  # the batch padding repeats the last tile: leave it out
-            summaries.append((np.asarray(count)[:n], np.asarray(mean)[:n], np.asarray(squares)[:n]))
+            for batch in _batches(stylizer, grid, tiles)
+        ]
         statistics.append(_combine(summaries))
     return statistics
 
 
-def approximate_statistics(stylizer: Stylizer, image: np.ndarray) -> NormStatistics:
-    """The moments of every norm layer of the uint8 image (plus its `pad` border), measured
-    on a copy shrunk to fit `max_pixels`: one network call whatever the image size."""
-    height, width = image.shape[:2]
-    pad = stylizer.pad
-    scale = min(1.0, (stylizer.max_pixels / ((height + 2 * pad) * (width + 2 * pad))) ** 0.5)
-    # The largest scale whose bucket fits (bucket rounding adds a little; one bucket is the
-    # least there is).
-    budget = max(stylizer.max_pixels, stylizer.bucket * stylizer.bucket)
+def shrunk_size(height: int, width: int, pad: int, max_pixels: int) -> tuple[int, int, int]:
+    """(height, width, pad) of the copy approximate statistics are measured on: the largest
+    scale whose network input (`arrays.network_input`: the pad, then sides rounded up to a
+    multiple of 4) fits `max_pixels`. A function of the sizes alone, so every engine
+    measures the same copy."""
+    scale = min(1.0, (max_pixels / ((height + 2 * pad) * (width + 2 * pad))) ** 0.5)
     while True:
         small_h, small_w = max(1, round(height * scale)), max(1, round(width * scale))
         small_pad = round(pad * scale)
-        bucket_h, bucket_w = stylizer.bucket_shape(small_h, small_w, small_pad)
-        if bucket_h * bucket_w <= budget or min(small_h, small_w) == 1:
-            break
+        rows = round_up(small_h + 2 * min(small_pad, small_h - 1), SIZE_MULTIPLE)
+        cols = round_up(small_w + 2 * min(small_pad, small_w - 1), SIZE_MULTIPLE)
+        if rows * cols <= max_pixels or min(small_h, small_w) == 1:
+            return small_h, small_w, small_pad
         scale *= 0.97
+
+
+def approximate_statistics(stylizer: TilingEngine, image: np.ndarray) -> NormStatistics:
+    """The moments of every norm layer of the uint8 image (plus its `pad` border), measured
+    on a copy shrunk to fit `max_pixels` (`shrunk_size`): one network call whatever the
+    image size."""
+    small_h, small_w, small_pad = shrunk_size(*image.shape[:2], stylizer.pad, stylizer.max_pixels)
     small = resize(image, None, (small_w, small_h))[0]
     return stylizer.norm_statistics(small, small_pad)
 
 
-def image_statistics(stylizer: Stylizer, image: np.ndarray) -> NormStatistics:
+def image_statistics(stylizer: TilingEngine, image: np.ndarray) -> NormStatistics:
     """The whole image's statistics, by the stylizer's `tile_statistics` mode."""
     if stylizer.tile_statistics == "approximate":
         return approximate_statistics(stylizer, image)
@@ -219,7 +240,7 @@ def image_statistics(stylizer: Stylizer, image: np.ndarray) -> NormStatistics:
 
 
 def stylize_tiled(
-    stylizer: Stylizer, image: np.ndarray, statistics: NormStatistics | None = None
+    stylizer: TilingEngine, image: np.ndarray, statistics: NormStatistics | None = None
 ) -> np.ndarray:
     """One uint8 (H, W, 3) image -> float32 (H, W, 3), unclamped, tile by tile, every tile
     normalised with `statistics` (default: `image_statistics`)."""
@@ -233,8 +254,8 @@ def stylize_tiled(
         statistics = approximate_statistics(stylizer, image)
     output = np.empty((height, width, 3), np.float32)
     for batch in _batches(stylizer, grid, tiles):
-        results, _ = stylizer.run_network(
-            np.stack([t.array for t in batch]), np.stack([t.box for t in batch]), statistics
+        results = stylizer.tile_outputs(
+            _stacked(batch, "array"), _stacked(batch, "box"), statistics
         )
         for tile, result in zip(batch, results, strict=True):
             top, bottom, left, right = tile.interior

@@ -1,0 +1,103 @@
+"""The loss chart: every weighted term present, the quality panel, the best step marked; and
+what Monitor writes of a validation."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import smoke
+from fnst_jax import train_monitor
+from fnst_jax.train_monitor import CHART_FIGURES, Monitor, loss_chart
+
+FIGURES = {
+    "style_reduction": 2.0,
+    "content_change": 0.8,
+    "luminance_ratio": 1.1,
+    "contrast_ratio": 0.9,
+}
+
+
+def history(stability: bool = False, figures: bool = True) -> list[dict]:
+    records = []
+    for step in (10, 20, 30):
+        terms = {"content": 3.0 / step, "style": 5.0 / step, "tv": 0.1, "total": 1.0}
+        if stability:
+            terms["stability"] = 0.5 / step
+        records.append({"step": step, "split": "train", **terms})
+    for step in (0, 15, 30):
+        quality = {k: v + step / 100 for k, v in FIGURES.items()} if figures else {}
+        records.append({"step": step, "split": "validation", "total": 2.0 - step / 30, **quality})
+    return records
+
+
+def labelled_lines(ax) -> dict[str, np.ndarray]:
+    return {line.get_label(): np.asarray(line.get_xydata()) for line in ax.get_lines()}
+
+
+@pytest.mark.parametrize("stability", [False, True])
+def test_chart_plots_every_weighted_term_present(stability):
+    fig = loss_chart(history(stability=stability))
+    try:
+        (losses, _) = fig.axes
+        lines = labelled_lines(losses)
+        expected = {"content loss", "style loss", "tv loss", "validation total"}
+        assert set(lines) == expected | ({"stability loss"} if stability else set())
+        np.testing.assert_allclose(lines["style loss"], [[10, 0.5], [20, 0.25], [30, 5 / 30]])
+    finally:
+        plt.close(fig)
+
+
+def test_chart_has_a_quality_panel_and_marks_the_best_step():
+    fig = loss_chart(history(), best_step=15)
+    try:
+        losses, quality = fig.axes
+        lines = labelled_lines(quality)
+        for label, key in CHART_FIGURES.items():
+            # The validation records, step 0 (the untrained network) included.
+            np.testing.assert_allclose(lines[label][:, 0], [0, 15, 30])
+            np.testing.assert_allclose(
+                lines[label][:, 1], [FIGURES[key] + s / 100 for s in (0, 15, 30)]
+            )
+        for ax in (losses, quality):
+            (best,) = [line for line in ax.get_lines() if line.get_label() == "best: step 15"]
+            assert set(best.get_xdata()) == {15}  # a vertical line at the best step
+            assert "best: step 15" in [t.get_text() for t in ax.get_legend().get_texts()]
+    finally:
+        plt.close(fig)
+
+
+def test_chart_without_quality_figures_or_best_is_the_loss_panel_alone():
+    fig = loss_chart(history(figures=False))
+    try:
+        (losses,) = fig.axes
+        assert not [line for line in losses.get_lines() if "best" in line.get_label()]
+    finally:
+        plt.close(fig)
+    assert loss_chart([r for r in history() if r["split"] == "validation"]) is None
+
+
+def test_monitor_logs_validation_figures_and_the_best_step(tmp_path):
+    config = smoke.get_config()
+    monitor = Monitor(tmp_path, config, start_step=0, best_step=None)
+    try:
+        monitor.log_train(2, {"content": 1.0, "style": 2.0, "tv": 0.1, "total": 3.1}, 0)
+        monitor.log_validation(3, {"total": np.float32(2.5), **FIGURES}, best_step=3)
+        assert monitor.best_step == 3
+        monitor.log_validation(6, {"total": 2.6, **FIGURES}, best_step=3)
+    finally:
+        monitor.close()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[1] == {"step": 3, "split": "validation", "total": 2.5, **FIGURES}
+    with Image.open(tmp_path / train_monitor.CHART_FILE) as chart:
+        assert chart.size == (800, 900)  # two panels of 8 x 4.5 in at 100 dpi
+    # A resumed run's monitor starts from the best step it is given.
+    resumed = Monitor(tmp_path, config, start_step=6, best_step=3)
+    try:
+        assert resumed.best_step == 3 and len(resumed.history) == 3
+    finally:
+        resumed.close()
