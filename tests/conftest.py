@@ -8,7 +8,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fnst_jax.vgg import VGG19
 
@@ -74,3 +76,13 @@ def highest_precision(fast_compile):
 
     with jax.default_matmul_precision("highest"):
         yield
+
+
+@pytest.fixture(scope="session")
+def style_image(tmp_path_factory) -> Path:
+    """A 48 px striped style image for the smoke training runs."""
+    path = tmp_path_factory.mktemp("style") / "style.png"
+    y, x = np.mgrid[0:48, 0:48]
+    stripes = ((np.sin(x / 3.0) + np.cos(y / 5.0)) * 60 + 128).astype(np.uint8)
+    Image.fromarray(np.stack([stripes, 255 - stripes, np.roll(stripes, 7, 0)], -1)).save(path)
+    return path

@@ -33,15 +33,6 @@ STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def style_image(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("style") / "style.png"
-    y, x = np.mgrid[0:48, 0:48]
-    stripes = ((np.sin(x / 3.0) + np.cos(y / 5.0)) * 60 + 128).astype(np.uint8)
-    Image.fromarray(np.stack([stripes, 255 - stripes, np.roll(stripes, 7, 0)], -1)).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def compile_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 

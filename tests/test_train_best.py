@@ -16,15 +16,6 @@ from fnst_jax import checkpoint, evaluate, export, quality, train_lib, train_mon
 from fnst_jax.stylize import cli as stylize_cli
 
 
-@pytest.fixture(scope="module")
-def style_image(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("style") / "style.png"
-    y, x = np.mgrid[0:48, 0:48]
-    stripes = ((np.sin(x / 3.0) + np.cos(y / 5.0)) * 60 + 128).astype(np.uint8)
-    Image.fromarray(np.stack([stripes, 255 - stripes, np.roll(stripes, 7, 0)], -1)).save(path)
-    return path
-
-
 def smoke_config(style_image: Path, steps: int = 6):
     config = smoke.get_config()
     config.style_image = str(style_image)
