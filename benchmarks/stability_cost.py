@@ -32,6 +32,11 @@ from fnst_jax.vgg import layer_depth
 FORWARD_AND_BACKWARD = 3
 
 
+def conv_count(spec: LossSpec) -> int:
+    """How many VGG convs the loss runs (relu1_1 is the first conv's output)."""
+    return 1 + max(layer_depth(layer) for layer in spec.vgg_layers)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=4)
@@ -48,7 +53,7 @@ def measure(spec: LossSpec, args: argparse.Namespace) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     shape = (args.batch_size, args.image_size, args.image_size, 3)
     images = jnp.asarray(rng.uniform(0, 255, shape), jnp.float32)
-    vgg = random_vgg(max(layer_depth(layer) for layer in spec.vgg_layers))
+    vgg = random_vgg(conv_count(spec))
     grams = style_grams(vgg, images[:1], spec.style_layers)
     tx = train_step.make_optimizer("adam", 1e-3)
     graphdef, state = train_step.init_state(jax.random.PRNGKey(0), jnp.float32, tx)
@@ -78,7 +83,7 @@ def main() -> None:
     transformer = FORWARD_AND_BACKWARD * sum(
         transformer_conv_flops(n, size + 2 * pad, size + 2 * pad)
     )
-    depth = max(layer_depth(layer) for layer in base.vgg_layers)
+    depth = conv_count(base)
     vgg_forward = sum(
         2 * n * 9 * cin * cout * h * w for cin, cout, h, w in vgg_conv_shapes(size, size, depth)
     )
