@@ -16,11 +16,10 @@ the same call as the clean images), and no VGG pass. Gradients flow through both
 With `loss.auto_balance` the configured `loss.stability_weight` is a multiplier, like the
 other weights: 1.0 makes the term, for an output that moves exactly as much as its input
 (the identity network), `YARDSTICK_RATIO` times the content loss of the first batch
-(`yardstick`). The quick-start model trained without the term moves its output by about 8
-times as much as the noise moves its input (RMS 15.8 against 2 grey levels), so the term weighs
-most on an unstable network. The ratio was set from two quick-start runs (README, *Stable
-video*): 0.01 held style back too much (1.6x the baseline's validation style loss at step 150),
-0.004 is what 1.0 means now.
+(`yardstick`). A network trained without the term moves its output far more than the
+perturbation moves its input, so the term weighs most on an unstable network. The
+ratio was set from two quick-start runs (README, *Stable video*): 0.01 held style back too
+much (1.6x the baseline's validation style loss at step 150); 0.004 is what 1.0 means now.
 """
 
 from __future__ import annotations
