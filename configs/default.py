@@ -17,6 +17,13 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.style_image = ""  # required: the style to learn
+    # Several styles in one model (conditional instance norm, README "Many styles in one
+    # model"): a tuple of paths, used instead of style_image when set. Each step trains one
+    # style on the whole batch, every style once per len(style_images) steps.
+    config.style_images = ()
+    # Start from a trained model (.npz or workdir) and add style_images to its styles
+    # (fnst_jax/base_model.py); with train.only_norm_params its styles stay bit-identical.
+    config.init_from = ""
     config.style_size = config_dict.placeholder(int)  # resize the style's shorter side; None: as is
     config.dtype = "float32"  # or "bfloat16": compute in bf16, params/norms/Grams/losses in f32
     config.parallel = "jit"  # "jit" (mesh + sharded batch) or "pmap"
@@ -52,6 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.content_weight = 1.0
     config.loss.style_weight = 10.0
     config.loss.tv_weight = 0.1
+    # Several styles: one multiplier of style_weight per style (each style is balanced on
+    # its own first-batch loss); () = all 1.
+    config.loss.style_multipliers = ()
     # Video work: penalise output changes under small input changes (noise, sub-pixel shifts
     # and zooms; fnst_jax/stability.py). 0 = off (the paper's objective exactly); 1.0 is the
     # documented strength for video (README, *Stable video*). Costs one more network pass.
@@ -66,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.pad = 40  # reflection padding (px) around the input, cropped after the net
     config.train.max_nonfinite = 10  # this many non-finite steps in a row stop the run
+    config.train.only_norm_params = False  # with init_from: train the new styles' norms only
 
     config.log_every = 50
     config.checkpoint_every = 1000

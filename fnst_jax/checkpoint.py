@@ -40,7 +40,13 @@ ITEMS = ("state", "data", "run")
 CONFIG_FILE = "config.json"
 # Config keys added after runs were recorded without them, with the value that reproduces
 # what those runs did: such a run resumes when the key still has that value.
-ADDED_KEYS = {"loss.stability_weight": 0.0}
+ADDED_KEYS = {
+    "loss.stability_weight": 0.0,
+    "style_images": [],
+    "loss.style_multipliers": [],
+    "init_from": "",
+    "train.only_norm_params": False,
+}
 # Config keys that may change between a run and its resumption; any other difference means
 # the workdir belongs to another experiment.
 RESUMABLE_KEYS = (

@@ -43,9 +43,8 @@ from absl import flags
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import cli, files, gatys, image_io, quality, vgg_weights
+from fnst_jax import cli, export, files, gatys, image_io, quality, vgg_weights
 from fnst_jax.errors import UsageError, UserError
-from fnst_jax.export import load_model
 from fnst_jax.losses import (
     LossSpec,
     content_targets,
@@ -53,7 +52,8 @@ from fnst_jax.losses import (
     style_grams,
     to_pixel_range,
 )
-from fnst_jax.transformer_net import TransformerNet, stylize_padded
+from fnst_jax.stylize import styles
+from fnst_jax.transformer_net import TransformerNet, single_style_model, stylize_padded
 from fnst_jax.vgg import PREPROCESSING, VGG19
 
 # Small counts too: a model worse than 50 L-BFGS iterations still gets a figure.
@@ -161,7 +161,7 @@ class Evaluator:
 def spec_from_metadata(meta: Mapping[str, Any]) -> LossSpec:
     """The effective (auto-balanced) loss the model was trained with: meta["loss"]."""
     loss = dict(meta["loss"])
-    for key in ("style_layers", "style_layer_weights"):
+    for key in ("style_layers", "style_layer_weights", "style_weights"):
         if loss.get(key) is not None:
             loss[key] = tuple(loss[key])
     return LossSpec(**loss)
@@ -338,6 +338,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string("model", None, "exported model .npz or training workdir", **fv)
     flags.DEFINE_multi_string("images", None, "image files and/or folders", **fv)
     flags.DEFINE_string("style", None, "style image to score against (default: the model's)", **fv)
+    flags.DEFINE_string(
+        "model-style",
+        None,
+        "multi-style models: which of its styles to evaluate (name or index)",
+        **fv,
+    )
     flags.DEFINE_integer(
         "style-size", None, "style image shorter side (default: the model's)", lower_bound=1, **fv
     )
@@ -399,7 +405,7 @@ def _outputs(flag: Mapping[str, Any]) -> tuple[Path | None, Path | None]:
 
 
 def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
-    model, meta = load_model(flag["model"])  # export.ModelFileError: a UserError
+    model, meta = export.load_model(flag["model"])  # export.ModelFileError: a UserError
     missing = [k for k in ("loss", "vgg", "pad", "image_size", "style_image") if k not in meta]
     if missing:
         raise SetupError(
@@ -410,6 +416,7 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
         spec = spec_from_metadata(meta)
     except (TypeError, ValueError) as e:
         raise SetupError(f"{flag['model']}: unusable loss metadata ({e})") from None
+    model, meta, spec = _one_style(flag, model, meta, spec)
     if flag["style-layers"]:
         layers = tuple(flag["style-layers"])
         spec = dataclasses.replace(spec, style_layers=layers, style_layer_weights=None)
@@ -436,6 +443,7 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
     image_size = None if flag["full-size"] else (flag["image-size"] or int(meta["image_size"]))
     report = {
         "model": str(flag["model"]),
+        "model_style": meta.get("model_style"),
         "style_image": str(style),
         "style_size": style_size,
         "image_size": image_size,
@@ -454,6 +462,25 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
     }
     evaluator = Evaluator(model, vgg, spec, target_grams, int(meta["pad"]), quality_targets)
     return evaluator, report
+
+
+def _one_style(
+    flag: Mapping[str, Any], model: TransformerNet, meta: dict[str, Any], spec: LossSpec
+) -> tuple[TransformerNet, dict[str, Any], LossSpec]:
+    """A multi-style model is evaluated in one of its styles (--model-style): that style's
+    parameters, style image and balanced weight. A one-style model as it is."""
+    if model.num_styles == 1:
+        return model, meta, spec
+    names = export.style_names(meta, model.num_styles)
+    index = styles.choose_one(names, flag["model-style"], "--model-style")
+    entries = meta.get("styles") or []
+    if index >= len(entries) or spec.style_weights is None:
+        raise SetupError(
+            f"{flag['model']}: a {len(names)}-style model without its styles' metadata"
+        )
+    meta = dict(meta, style_image=entries[index]["image"], model_style=names[index])
+    spec = dataclasses.replace(spec, style_weight=spec.style_weights[index], style_weights=None)
+    return single_style_model(model, index), meta, spec
 
 
 def _row(name: str, r: Mapping[str, Any], iterations: Sequence[int]) -> str:

@@ -214,6 +214,11 @@ def _model(flag: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any] | None]:
     from fnst_jax.stylize import loading
 
     stylizer = loading.load_stylizer(flag["model"])  # a bad model file: a UserError
+    if stylizer.num_styles > 1:  # --model-style picks the style, as for images
+        from fnst_jax.stylize import styles
+
+        chosen = styles.choose_one(stylizer.style_names, flag["model-style"], "--model-style")
+        stylizer = stylizer.with_style(chosen)
     if not flag["style-loss-every"] or is_onnx_file(flag["model"]):
         return stylizer, None, None  # an .onnx file has no training metadata to score with
     from fnst_jax import evaluate

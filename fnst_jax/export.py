@@ -13,6 +13,10 @@ The metadata training records (`model_metadata`):
   style_thumbnail    the style image as a base64-encoded JPEG whose longest side is at most
                      `THUMBNAIL_SIZE` px (for a page to show; `style_thumbnail_jpeg` decodes
                      it). Optional: models exported before it existed have none.
+  styles             the model's styles in order, each {"name" (the file's stem), "image"
+                     (absolute path), "thumbnail" (as style_thumbnail)}; a multi-style model
+                     (conditional instance norm) has several. style_image and style_thumbnail
+                     are the first's. Optional: older models have none (`style_names`).
   loss               the loss layers and (balanced) weights (`losses.LossSpec` as a dict)
   vgg                {"weights", "preprocessing"} of the loss network
   step               the training step the parameters are from
@@ -51,7 +55,7 @@ from fnst_jax import image_io
 from fnst_jax.errors import UserError
 from fnst_jax.files import write_atomic
 from fnst_jax.losses import LossSpec
-from fnst_jax.transformer_net import TransformerNet
+from fnst_jax.transformer_net import StyleError, TransformerNet, num_styles_of
 
 FORMAT = "fnst_jax.model"
 VERSION = 1
@@ -67,14 +71,14 @@ class ModelFileError(UserError, ValueError):
     """A model file that is missing, unreadable, or not an fnst_jax model."""
 
 
-def _path_name(path: tuple) -> str:
+def param_name(path: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def flatten_params(params: Any) -> dict[str, np.ndarray]:
     """A nested parameter dict -> {"conv1/conv/conv/kernel": array, ...}."""
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {_path_name(path): np.asarray(v) for path, v in leaves}
+    return {param_name(path): np.asarray(v) for path, v in leaves}
 
 
 def flat_params(model: TransformerNet) -> dict[str, np.ndarray]:
@@ -101,27 +105,51 @@ def model_metadata(
     spec: LossSpec,
     vgg_preprocessing: str,
     step: int,
-    style_thumbnail: str | None = None,
+    styles: list[dict[str, str]] | None = None,
     validation: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """What an exported model records about its training (JSON-serialisable; the keys are
-    listed in this module's docstring). `style_thumbnail`, from `make_style_thumbnail`, and
-    `validation`, the validation figures at `step`, are recorded when given."""
+    listed in this module's docstring). `styles`: each style's {"name", "image", "thumbnail"}
+    (the thumbnail from `make_style_thumbnail`) in the model's order; `validation`, the
+    validation figures at `step`. Both are recorded when given; `style_image` and
+    `style_thumbnail` are the first style's."""
+    first = styles[0] if styles else None
+    style_image = first["image"] if first else config.style_image
     metadata = {
         "pad": int(config.train.pad),
         "image_size": int(config.train.image_size),
-        "style_image": str(Path(config.style_image).absolute()),
+        "style_image": str(Path(style_image).absolute()),
         "style_size": config.style_size,
         "loss": dataclasses.asdict(spec),
         "vgg": {"weights": config.vgg.weights, "preprocessing": vgg_preprocessing},
         "step": int(step),
         "config": json.loads(json.dumps(config.to_dict(), default=str)),
     }
-    if style_thumbnail is not None:
-        metadata[STYLE_THUMBNAIL_KEY] = style_thumbnail
+    if styles:
+        metadata["styles"] = [dict(style) for style in styles]
+        metadata[STYLE_THUMBNAIL_KEY] = first["thumbnail"]
     if validation is not None:
         metadata["validation"] = {key: float(value) for key, value in validation.items()}
     return metadata
+
+
+def style_name(image_path: str | os.PathLike) -> str:
+    """A style's name: its image file's stem (`candy.jpg` -> candy)."""
+    return Path(image_path).stem
+
+
+def style_names(metadata: dict[str, Any], num_styles: int = 1) -> list[str]:
+    """The names of a model's styles, in order: from `styles`; for models written before it
+    existed, the style image's stem (or "style")."""
+    names = [style["name"] for style in metadata.get("styles") or ()]
+    if names:
+        return names
+    image = metadata.get("style_image")
+    return (
+        [style_name(image) if image else "style"]
+        if num_styles == 1
+        else [f"style{i}" for i in range(num_styles)]
+    )
 
 
 def make_style_thumbnail(style_rgb: np.ndarray) -> str:
@@ -247,7 +275,11 @@ def load_model(
             arrays, meta = read_model(path)  # raises: no model, no checkpoint
     else:
         arrays, meta = read_model(path)
-    model = TransformerNet(dtype=dtype, rngs=nnx.Rngs(0))
+    try:
+        num_styles = num_styles_of(arrays)
+    except StyleError as error:
+        raise ModelFileError(f"{path}: not a TransformerNet ({error})") from None
+    model = TransformerNet(num_styles=num_styles, dtype=dtype, rngs=nnx.Rngs(0))
     expected = flat_params(model)
     missing = sorted(set(expected) - set(arrays))
     unexpected = sorted(set(arrays) - set(expected))
@@ -271,7 +303,7 @@ def set_flat_params(model: TransformerNet, flat: dict[str, np.ndarray]) -> None:
     state = nnx.state(model, nnx.Param)
     pure = nnx.to_pure_dict(state)
     paths, treedef = jax.tree_util.tree_flatten_with_path(pure)
-    values = [jnp.asarray(flat[_path_name(p)]) for p, _ in paths]
+    values = [jnp.asarray(flat[param_name(p)]) for p, _ in paths]
     nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, values))
     nnx.update(model, state)
 

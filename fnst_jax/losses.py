@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -90,6 +91,9 @@ class LossSpec:
     tv_weight: float = 0.0
     style_layer_weights: tuple[float, ...] | None = None  # one per style layer; None = all 1
     stability_weight: float = 0.0  # the stability term (`fnst_jax.stability`); 0 = off
+    # Multi-style models: the (balanced) style weight of each style, used instead of
+    # style_weight; None for a one-style model.
+    style_weights: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for layer in (*self.style_layers, self.content_layer):
@@ -113,8 +117,15 @@ class LossSpec:
     def vgg_layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.style_layers, self.content_layer)))
 
-    def with_weights(self, **weights: float) -> LossSpec:
-        return dataclasses.replace(self, **{k: float(v) for k, v in weights.items()})
+    def with_weights(self, **weights: float | Sequence[float] | None) -> LossSpec:
+        """A copy with these weights; `style_weights` takes a sequence (or None)."""
+
+        def number(key: str, value: Any) -> Any:
+            if key == "style_weights":
+                return None if value is None else tuple(float(w) for w in value)
+            return float(value)
+
+        return dataclasses.replace(self, **{k: number(k, v) for k, v in weights.items()})
 
 
 def style_grams(
@@ -139,8 +150,11 @@ def perceptual_loss(
     target_grams: Mapping[str, jax.Array],
     spec: LossSpec,
     dtype: DTypeLike = jnp.float32,
+    style_weight: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The training objective for stylized images (N, H, W, 3) in [0, 255].
+    style_weight: replaces `spec.style_weight` (the weight of one style of a multi-style
+    model, `LossSpec.style_weights`).
 
     content_features: `content_targets` of the images that were stylized.
     Returns (total, terms): terms holds the weighted `content`, `style`, `tv` and `total`,
@@ -155,7 +169,7 @@ def perceptual_loss(
     raw_tv = tv_loss(stylized)
     terms = {
         "content": spec.content_weight * raw_content,
-        "style": spec.style_weight * raw_style,
+        "style": (spec.style_weight if style_weight is None else style_weight) * raw_style,
         "tv": spec.tv_weight * raw_tv,
         "raw_content": raw_content,
         "raw_style": raw_style,

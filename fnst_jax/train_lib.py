@@ -40,6 +40,7 @@ from jax.sharding import PartitionSpec as P
 from jax.typing import DTypeLike
 
 from fnst_jax import checkpoint, data, export, image_io, quality, stability
+from fnst_jax.base_model import BaseModel
 from fnst_jax.files import write_text_atomic
 from fnst_jax.losses import LossSpec, style_grams, tv_loss
 from fnst_jax.runtime import dtype_from_name
@@ -88,29 +89,57 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
     dtype = _check_config(config)
     placement = make_placement(config.parallel)
     stop.agree_over(placement.mesh)
-    style_image = load_style_target(config)
-    vgg, spec = _load_vgg_and_spec(config)
-    target_grams = _style_target_grams(vgg, style_image, spec, dtype)
+    styles = style_paths(config)
+    base = BaseModel.load(config, styles)  # None unless init_from
+    earlier = base.num_styles if base else 0
+    num_styles = earlier + len(styles)
+    vgg, spec = _load_vgg_and_spec(config, multi_style=num_styles > 1)
+    target_grams = _style_target_grams(vgg, load_style_targets(config), spec, dtype)
     vgg, target_grams = placement.replicate((vgg, target_grams))
     train_iter = _open_training_data(config)
     validation = prepare_validation(config, workdir)
     quality_grams = _quality_style_grams(config, vgg)  # None: validation logs no quality figures
 
     tx = make_optimizer(config.train.optimizer, config.train.lr)
-    graphdef, state = init_state(jax.random.PRNGKey(config.train.seed), dtype, tx)
+    rng = jax.random.PRNGKey(config.train.seed)
+    graphdef, state = init_state(rng, dtype, tx, num_styles)
     state = placement.replicate(state)
-    step_config = StepConfig(graphdef, spec, config.train.pad, dtype, seed=config.train.seed)
+    step_config = StepConfig(
+        graphdef,
+        spec,
+        config.train.pad,
+        dtype,
+        seed=config.train.seed,
+        num_styles=num_styles,
+        first_style=earlier,
+        only_norm_params=bool(config.train.get("only_norm_params", False)),
+    )
     manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
     start_step, state, step_config = _resume_or_balance(
         config, manager, state, step_config, train_iter, vgg, target_grams
     )
+    if base is not None and start_step == 0:  # balanced on a fresh network, as any run is
+        state = placement.replicate(dict(state, params=base.extended(state["params"])))
     logging.info("loss weights: %s", _weights_of(step_config.spec))
 
-    evaluate = make_eval_fn(step_config, clip_to_pixels=True)  # scored as evaluate scores
+    validate = _Validation(
+        make_eval_fn(step_config, clip_to_pixels=True),  # scored as evaluate scores
+        validation,
+        vgg,
+        target_grams,
+        quality_grams,
+        style_names(styles),
+    )
     step_fn = placement.make_step(tx, step_config)
-    thumbnail = export.make_style_thumbnail(image_io.read_image(config.style_image).rgb)
     checkpointer = _Checkpointer(
-        manager, workdir, config, step_config, vgg.preprocessing, thumbnail, start_step > 0
+        manager,
+        workdir,
+        config,
+        step_config,
+        vgg.preprocessing,
+        (base.entries if base else []) + style_entries(styles),
+        start_step > 0,
+        base.style_weights if base else (),
     )
     monitor = Monitor(
         workdir,
@@ -120,10 +149,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
         best_step=checkpointer.best.step,
     )
     if start_step == 0:  # where validation starts from, for the chart and the before/after ratio
-        terms, stylized = evaluate(state["params"], validation, vgg, target_grams)
-        monitor.log_validation(
-            0, _validation_figures(terms, validation, stylized, vgg, quality_grams)
-        )
+        monitor.log_validation(0, validate(state["params"])[0])
 
     device_state = placement.to_device(state)
     constants = placement.to_device((vgg, target_grams))
@@ -146,9 +172,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
             state = placement.from_device(device_state)
             figures = None  # this step's validation figures, when it validates
             if due.validate or due.sample:
-                terms, stylized = evaluate(state["params"], validation, vgg, target_grams)
+                validated, stylized = validate(state["params"])
                 if due.validate:
-                    figures = _validation_figures(terms, validation, stylized, vgg, quality_grams)
+                    figures = validated
                     checkpointer.keep_if_best(step, state, figures)
                     monitor.log_validation(step, figures, best_step=checkpointer.best.step)
                 if due.sample:
@@ -237,24 +263,31 @@ class _Checkpointer:
         config: ml_collections.ConfigDict,
         step_config: StepConfig,
         vgg_preprocessing: str,
-        style_thumbnail: str,
+        styles: list[dict[str, str]],
         resumed: bool = False,
+        earlier_style_weights: tuple[float, ...] = (),
     ) -> None:
         self.manager = manager
         self.workdir = workdir
         self.config = config
         self.step_config = step_config
         self.vgg_preprocessing = vgg_preprocessing
-        self.style_thumbnail = style_thumbnail
+        self.styles = styles
+        # The exported spec lists every style's weight: a base model's styles' first.
+        spec = step_config.spec
+        if earlier_style_weights:
+            every = (*earlier_style_weights, *(spec.style_weights or (spec.style_weight,)))
+            spec = dataclasses.replace(spec, style_weights=every)
+        self.model_spec = spec
         self.best = checkpoint.BestModel(workdir, resumed, enabled=jax.process_index() == 0)
 
     def _metadata(self, step: int, validation: dict[str, float] | None) -> dict[str, Any]:
         return export.model_metadata(
             self.config,
-            self.step_config.spec,
+            self.model_spec,
             self.vgg_preprocessing,
             step,
-            self.style_thumbnail,
+            self.styles,
             validation,
         )
 
@@ -498,33 +531,87 @@ def _check_config(config: ml_collections.ConfigDict) -> DTypeLike:
     return dtype
 
 
-def _load_vgg_and_spec(config: ml_collections.ConfigDict) -> tuple[VGG19, LossSpec]:
+def _load_vgg_and_spec(
+    config: ml_collections.ConfigDict, multi_style: bool = False
+) -> tuple[VGG19, LossSpec]:
     vgg = load_vgg(config.vgg.weights, config.vgg.preprocessing)
-    spec = loss_spec_from_config(config.loss)
+    spec = loss_spec_from_config(config.loss, len(style_paths(config)), multi_style)
     vgg.check_layers(spec.vgg_layers)
     return vgg, spec
 
 
-def load_style_target(config: ml_collections.ConfigDict) -> np.ndarray:
-    """The style image as a (1, H, W, 3) uint8 batch, resized as the config says."""
-    if not config.style_image:
-        raise TrainingError("no style image: pass --config.style_image=path/to/style.jpg")
+def style_paths(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The style images a run learns: `style_images` when set (several: one multi-style
+    model, conditional instance norm), else `style_image`."""
+    many = tuple(config.get("style_images") or ())
+    paths = many or ((config.style_image,) if config.style_image else ())
+    if not paths:
+        raise TrainingError(
+            "no style image: pass --config.style_image=path/to/style.jpg, or for one model of "
+            "several styles --config.style_images=\"('a.jpg', 'b.jpg')\""
+        )
+    names = style_names(paths)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TrainingError(
+            f"style_images: styles are named after their files, and {repeated} would name "
+            "two styles; rename the files"
+        )
+    multipliers = tuple(config.loss.get("style_multipliers") or ())
+    if multipliers and len(multipliers) != len(paths):
+        raise TrainingError(
+            f"loss.style_multipliers has {len(multipliers)} entries for {len(paths)} styles"
+        )
+    return paths
+
+
+def style_names(paths: tuple[str, ...]) -> list[str]:
+    """The styles' names (`export.style_name`: the file's stem)."""
+    return [export.style_name(path) for path in paths]
+
+
+def style_entries(paths: tuple[str, ...]) -> list[dict[str, str]]:
+    """Each style's name, absolute path and thumbnail (`export.make_style_thumbnail`), for the
+    model's metadata."""
+    entries = []
+    for name, path in zip(style_names(paths), paths, strict=True):
+        thumbnail = export.make_style_thumbnail(_read_style(path).rgb)
+        entries.append({"name": name, "image": str(Path(path).absolute()), "thumbnail": thumbnail})
+    return entries
+
+
+def _read_style(path: str) -> image_io.Image:
     try:
-        return image_io.read_rgb_resized(config.style_image, config.style_size)[None]
+        return image_io.read_image(path)
     except image_io.ImageReadError as e:
         raise TrainingError(f"style image: {e}") from e
 
 
+def load_style_targets(config: ml_collections.ConfigDict) -> list[np.ndarray]:
+    """Each style image as a (1, H, W, 3) uint8 batch, resized as the config says."""
+    targets = []
+    for path in style_paths(config):
+        try:
+            targets.append(image_io.read_rgb_resized(path, config.style_size)[None])
+        except image_io.ImageReadError as e:
+            raise TrainingError(f"style image: {e}") from e
+    return targets
+
+
 def _style_target_grams(
-    vgg: VGG19, style_image: np.ndarray, spec: LossSpec, dtype: DTypeLike
+    vgg: VGG19, style_images: list[np.ndarray], spec: LossSpec, dtype: DTypeLike
 ) -> dict[str, jax.Array]:
-    return jax.jit(style_grams, static_argnums=(2, 3))(vgg, style_image, spec.style_layers, dtype)
+    """The target Grams: (1, C, C) per layer for one style, (N, C, C) for N styles (in
+    order; the images may differ in size)."""
+    grams = jax.jit(style_grams, static_argnums=(2, 3))
+    each = [grams(vgg, image, spec.style_layers, dtype) for image in style_images]
+    return {layer: jnp.concatenate([g[layer] for g in each]) for layer in spec.style_layers}
 
 
 def _quality_style_grams(
     config: ml_collections.ConfigDict, vgg: VGG19
-) -> dict[str, jax.Array] | None:
-    """The style image's Grams for the validation's quality figures (`fnst_jax.quality`: the
+) -> list[dict[str, jax.Array]] | None:
+    """Each style image's Grams for the validation's quality figures (`fnst_jax.quality`: the
     style image's longest side at the validation size); None, with a warning, when the VGG
     weights stop before the layers the figures need."""
     if not quality.has_layers(vgg):
@@ -535,8 +622,44 @@ def _quality_style_grams(
             ", ".join(vgg.available_layers),
         )
         return None
-    style = image_io.read_image(config.style_image).rgb
-    return quality.StyleTargets(vgg, style).at(config.train.image_size)
+    return [
+        quality.StyleTargets(vgg, _read_style(path).rgb).at(config.train.image_size)
+        for path in style_paths(config)
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Validation:
+    """The fixed validation batch scored with given parameters -> (figures, stylized).
+
+    One style: the loss terms and quality figures (`_validation_figures`) and the (B, H, W,
+    3) outputs. Several: every style in turn; the figures are the means over the styles
+    (what the chart plots and best.npz is chosen by) plus each style's own, prefixed with its
+    name (`candy/total`, ...); the outputs are (N, B, H, W, 3), a sample row per style.
+    """
+
+    evaluate: Callable[..., tuple[dict, jax.Array]]  # `train_step.make_eval_fn`
+    images: np.ndarray
+    vgg: VGG19
+    target_grams: dict[str, jax.Array]
+    quality_grams: list[dict[str, jax.Array]] | None  # per trained style
+    names: list[str]  # of the trained styles
+
+    def _one(self, params: Params, style: int) -> tuple[dict[str, float], jax.Array]:
+        terms, stylized = self.evaluate(params, self.images, self.vgg, self.target_grams, style)
+        grams = None if self.quality_grams is None else self.quality_grams[style]
+        return _validation_figures(terms, self.images, stylized, self.vgg, grams), stylized
+
+    def __call__(self, params: Params) -> tuple[dict[str, float], np.ndarray]:
+        if len(self.names) == 1:
+            figures, stylized = self._one(params, 0)
+            return figures, np.asarray(stylized)
+        scored = [self._one(params, index) for index in range(len(self.names))]
+        per_style = [figures for figures, _ in scored]
+        figures = {key: float(np.mean([f[key] for f in per_style])) for key in per_style[0]}
+        for name, own in zip(self.names, per_style, strict=True):
+            figures.update({f"{name}/{key}": value for key, value in own.items()})
+        return figures, np.stack([np.asarray(stylized) for _, stylized in scored])
 
 
 def _validation_figures(
@@ -649,6 +772,9 @@ def _auto_balance(
     probe = make_eval_fn(step_config)
     terms, _ = probe(params, first, vgg, target_grams)
     raw = {k: float(v) for k, v in jax.device_get(terms).items() if k.startswith("raw_")}
+    for style in range(1, step_config.trained_styles):  # per style: its own Gram magnitude
+        terms, _ = probe(params, first, vgg, target_grams, style)
+        raw[f"raw_style/{style}"] = float(jax.device_get(terms)["raw_style"])
     # The untrained network's output is nearly flat, so its TV says nothing about the TV
     # of a stylized image; that of the natural content images is the useful yardstick.
     raw["raw_tv"] = float(tv_loss(first))
@@ -669,8 +795,11 @@ def _auto_balance(
     return balance_weights(step_config.spec, raw)
 
 
-def loss_spec_from_config(loss_config: ml_collections.ConfigDict) -> LossSpec:
-    """The `loss` block of a config as a LossSpec (weights as configured, not balanced)."""
+def loss_spec_from_config(
+    loss_config: ml_collections.ConfigDict, num_styles: int = 1, multi_style: bool = False
+) -> LossSpec:
+    """The `loss` block as a LossSpec (weights as configured, not balanced). num_styles: the
+    styles the run trains; multi_style (or several styles): a weight per trained style."""
     return LossSpec(
         style_layers=tuple(loss_config.style_layers),
         content_layer=loss_config.content_layer,
@@ -678,6 +807,11 @@ def loss_spec_from_config(loss_config: ml_collections.ConfigDict) -> LossSpec:
         content_weight=float(loss_config.content_weight),
         tv_weight=float(loss_config.tv_weight),
         stability_weight=float(loss_config.get("stability_weight", 0.0)),
+        style_weights=(
+            tuple(loss_config.style_weight * m for m in _multipliers(loss_config, num_styles))
+            if num_styles > 1 or multi_style
+            else None
+        ),
         style_layer_weights=(
             tuple(float(w) for w in loss_config.style_layer_weights)
             if loss_config.style_layer_weights
@@ -686,19 +820,32 @@ def loss_spec_from_config(loss_config: ml_collections.ConfigDict) -> LossSpec:
     )
 
 
+def _multipliers(loss_config: ml_collections.ConfigDict, num_styles: int) -> tuple[float, ...]:
+    """loss.style_multipliers: one per style (checked by `style_paths`); () = all 1."""
+    given = tuple(loss_config.get("style_multipliers") or ())
+    return tuple(float(m) for m in given) if given else (1.0,) * num_styles
+
+
 def balance_weights(spec: LossSpec, raw_terms: dict[str, float]) -> LossSpec:
     """The article's human-sized weights: the configured weights become multipliers of the
     content/style and content/TV ratios measured on the first batch (style 1.0: the style
-    loss starts equal to the content loss)."""
+    loss starts equal to the content loss). Several styles: each style's weight is balanced
+    on its own raw style loss (`raw_style` for style 0, `raw_style/<i>` for style i), times
+    the configured weight and its multiplier (`spec.style_weights` holds those products)."""
     content = spec.content_weight * raw_terms["raw_content"]
 
     def ratio(raw: float) -> float:
         return content / raw if raw > 0 and math.isfinite(raw) else 1.0
 
-    weights = {
+    weights: dict[str, Any] = {
         "style_weight": spec.style_weight * ratio(raw_terms["raw_style"]),
         "tv_weight": spec.tv_weight * ratio(raw_terms["raw_tv"]),
     }
+    if spec.style_weights is not None:
+        raws = [raw_terms["raw_style"]]
+        raws += [raw_terms[f"raw_style/{index}"] for index in range(1, len(spec.style_weights))]
+        configured = spec.style_weights
+        weights["style_weights"] = [w * ratio(raw) for w, raw in zip(configured, raws, strict=True)]
     if spec.stability_weight:
         yardstick = raw_terms["stability_yardstick"]
         weights["stability_weight"] = (
@@ -707,10 +854,11 @@ def balance_weights(spec: LossSpec, raw_terms: dict[str, float]) -> LossSpec:
     return spec.with_weights(**weights)
 
 
-def _weights_of(spec: LossSpec) -> dict[str, float]:
+def _weights_of(spec: LossSpec) -> dict[str, Any]:
     return {
         "style_weight": spec.style_weight,
         "content_weight": spec.content_weight,
         "tv_weight": spec.tv_weight,
         "stability_weight": spec.stability_weight,
+        "style_weights": None if spec.style_weights is None else list(spec.style_weights),
     }

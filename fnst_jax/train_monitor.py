@@ -216,8 +216,15 @@ def loss_chart(history: list[dict], best_step: int | None = None) -> plt.Figure 
             [r["step"] for r in validation],
             [r["total"] for r in validation],
             "k--",
-            label="validation total",
+            label="validation total" + (" (mean over styles)" if _style_names(validation) else ""),
         )
+        for name in _style_names(validation):
+            losses.plot(
+                [r["step"] for r in validation],
+                [r.get(f"{name}/total", np.nan) for r in validation],
+                ":",
+                label=f"validation: {name}",
+            )
     losses.set_yscale("log")
     losses.set_ylabel("weighted loss")
     if rest:
@@ -239,11 +246,20 @@ def loss_chart(history: list[dict], best_step: int | None = None) -> plt.Figure 
     return fig
 
 
+def _style_names(validation: list[dict]) -> list[str]:
+    """The styles of a multi-style run's validation records (keys `<name>/total`)."""
+    if not validation:
+        return []
+    return [key[: -len("/total")] for key in validation[-1] if key.endswith("/total")]
+
+
 def sample_grid(inputs: np.ndarray, stylized: np.ndarray) -> np.ndarray:
-    """Inputs on the top row, their stylizations below, as one uint8 image."""
-    top = np.concatenate(list(inputs), axis=1)
-    bottom = np.concatenate(list(to_uint8(stylized)), axis=1)
-    return np.concatenate([top, bottom], axis=0)
+    """Inputs on the top row, their stylizations below, as one uint8 image. stylized:
+    (B, H, W, 3), or (N, B, H, W, 3) for a multi-style model: a row per style."""
+    rows = stylized if stylized.ndim == 5 else stylized[None]
+    grid = [np.concatenate(list(inputs), axis=1)]
+    grid += [np.concatenate(list(to_uint8(row)), axis=1) for row in rows]
+    return np.concatenate(grid, axis=0)
 
 
 def _format_seconds(seconds: float) -> str:

@@ -8,6 +8,16 @@ differentiates it; `apply_gradients` applies the optimizer update unless anythin
 `make_jit_step` (the default: a device mesh, batch sharded on `data`) and `make_pmap_step`
 wrap them for data parallelism; `make_eval_fn` is the validation forward.
 
+Many styles in one model (`StepConfig.num_styles` > 1, conditional instance norm): the
+target Grams hold one row per style, (N, C, C) per layer, and each step trains one style on
+the whole batch (`step_style`: every style once per N steps, in an order drawn from (seed,
+step)). One style per step keeps each step's objective the single-style one, with that
+style's Grams and balanced weight (`LossSpec.style_weights`), the same on every device.
+Adding styles to a trained model trains the styles from `first_style` on (Grams and weights
+for those only); with `only_norm_params` every other parameter (the convolutions and the
+earlier styles' norm rows) gets no update at all (`trainable_mask`), so the earlier styles'
+outputs stay bit-identical.
+
 This module imports no data pipeline, checkpointing or monitoring code: the benchmark
 (`fnst_jax.bench`) runs the exact training step through it alone.
 """
@@ -53,6 +63,14 @@ class StepConfig:
     pad: int  # reflection pad around each image, cropped off after the network
     dtype: Any  # compute dtype: jnp.float32 or jnp.bfloat16
     seed: int = 0  # the stability term's perturbations derive from (seed, step)
+    num_styles: int = 1  # > 1: a multi-style model; target Grams (N, C, C) per layer
+    first_style: int = 0  # the first style trained (> 0: styles added to a trained model)
+    only_norm_params: bool = False  # update the trained styles' norm rows only
+
+    @property
+    def trained_styles(self) -> int:
+        """How many styles the run trains (the rows of the target Grams)."""
+        return self.num_styles - self.first_style
 
 
 def step_rng(seed: int, step: jax.Array) -> jax.Array:
@@ -66,6 +84,50 @@ def validation_rng(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 1)
 
 
+def step_style(seed: int, step: jax.Array, num_styles: int) -> jax.Array:
+    """The style a multi-style run trains at `step`: each block of `num_styles` steps visits
+    every style once, in an order drawn from (seed, block): balanced, and a function of the
+    step alone, so a resumed run trains the same styles."""
+    if num_styles == 1:
+        return jnp.zeros((), jnp.int32)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 2)
+    order = jax.random.permutation(jax.random.fold_in(key, step // num_styles), num_styles)
+    return order[step % num_styles].astype(jnp.int32)
+
+
+def select_style(
+    target_grams: dict[str, jax.Array], config: StepConfig, style: jax.Array | None, batch: int
+) -> tuple[dict[str, jax.Array], jax.Array | None, jax.Array | None]:
+    """(target Grams, style weight, model style input) for one style index of a multi-style
+    model; a one-style model's targets as they are and no override."""
+    if config.num_styles == 1:
+        return target_grams, None, None
+    if style is None:
+        raise TrainingError("a multi-style step needs the index of the style it trains")
+    grams = {layer: gram[style][None] for layer, gram in target_grams.items()}
+    weight = jnp.asarray(config.spec.style_weights, jnp.float32)[style]
+    one_hot = jax.nn.one_hot(config.first_style + style, config.num_styles)
+    return grams, weight, jnp.broadcast_to(one_hot, (batch, config.num_styles))
+
+
+def trainable_mask(params: Params, config: StepConfig) -> Params | None:
+    """1 where `only_norm_params` lets a parameter move, 0 elsewhere (None: everything
+    trains): the norm rows of the trained styles; not the convolutions, not earlier rows."""
+    if not config.only_norm_params:
+        return None
+
+    def mask(path: tuple, value: jax.Array) -> jax.Array:
+        in_norm = any(getattr(key, "key", None) == "norm" for key in path)
+        if not in_norm:
+            return jnp.zeros_like(value)
+        if value.ndim == 1:  # a one-style model: its only row
+            return jnp.ones_like(value)
+        rows = jnp.arange(value.shape[0])[:, None] >= config.first_style
+        return jnp.broadcast_to(rows, value.shape).astype(value.dtype)
+
+    return jax.tree_util.tree_map_with_path(mask, params)
+
+
 def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
     """Adam (the paper's); plain SGD is there for numerics checks, where Adam's sign-like
     first steps would magnify float rounding of near-zero gradients."""
@@ -74,12 +136,13 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     return OPTIMIZERS[name](learning_rate)
 
 
-def init_model(rng: jax.Array, dtype: Any) -> tuple[nnx.GraphDef, Params]:
+def init_model(rng: jax.Array, dtype: Any, num_styles: int = 1) -> tuple[nnx.GraphDef, Params]:
     """A freshly initialised TransformerNet, split into its graphdef and plain parameters.
-    The same `rng` gives the same parameters whatever the dtype (and as fnst_jax 0.1 did)."""
+    The same `rng` gives the same parameters whatever the dtype (and as fnst_jax 0.1 did);
+    the convolutions do not depend on `num_styles` either."""
     model_rng, _ = jax.random.split(rng)  # 0.1 split off a second key for an unused state rng
     seed = int(jax.random.randint(model_rng, (), 0, 2**31 - 1))
-    model = TransformerNet(dtype=dtype, rngs=nnx.Rngs(seed))
+    model = TransformerNet(num_styles=num_styles, dtype=dtype, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     return graphdef, jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
 
@@ -96,10 +159,10 @@ def new_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
 
 
 def init_state(
-    rng: jax.Array, dtype: Any, tx: optax.GradientTransformation
+    rng: jax.Array, dtype: Any, tx: optax.GradientTransformation, num_styles: int = 1
 ) -> tuple[nnx.GraphDef, TrainState]:
     """The graphdef and the step-0 train state of a new run seeded by `rng`."""
-    graphdef, params = init_model(rng, dtype)
+    graphdef, params = init_model(rng, dtype, num_styles)
     return graphdef, new_state(params, tx)
 
 
@@ -113,24 +176,30 @@ def stylize_and_score(
     *,
     clip_to_pixels: bool = False,
     shard: tuple[jax.Array | int, int] | None = None,
+    style: jax.Array | None = None,
 ) -> tuple[jax.Array, Terms, jax.Array]:
     """(total loss, terms, stylized images) of one batch: the perceptual loss of the output
     and, when `spec.stability_weight` is set, the stability term (`fnst_jax.stability`), whose
     perturbed copies run through the network in the same call as the images. `shard`
-    (first row, global batch size): `images` are those rows of a larger batch (pmap)."""
+    (first row, global batch size): `images` are those rows of a larger batch (pmap).
+    `style`: the style index a multi-style model is scored on (`select_style`)."""
     model = nnx.merge(config.graphdef, params)
+    grams, style_weight, style_input = select_style(target_grams, config, style, images.shape[0])
     weight = config.spec.stability_weight
     if weight:
         perturbed, transform = stability.perturb(rng, images, *(shard or (0, None)))
-        both = stylize_padded(model, jnp.concatenate([images, perturbed]), config.pad)
+        both_style = None if style_input is None else jnp.concatenate([style_input] * 2)
+        both = stylize_padded(model, jnp.concatenate([images, perturbed]), config.pad, both_style)
         stylized, stylized_perturbed = jnp.split(both, 2)
     else:
-        stylized = stylize_padded(model, images, config.pad)
+        stylized = stylize_padded(model, images, config.pad, style_input)
     if clip_to_pixels:
         stylized = to_pixel_range(stylized)
     # The content pass stops at the content layer.
     content = content_targets(vgg, images, config.spec, config.dtype)
-    total, terms = perceptual_loss(vgg, stylized, content, target_grams, config.spec, config.dtype)
+    total, terms = perceptual_loss(
+        vgg, stylized, content, grams, config.spec, config.dtype, style_weight=style_weight
+    )
     if weight:
         if clip_to_pixels:
             stylized_perturbed = to_pixel_range(stylized_perturbed)
@@ -148,14 +217,15 @@ def loss_and_grads(
     config: StepConfig,
     rng: jax.Array | None = None,
     shard: tuple[jax.Array | int, int] | None = None,
+    style: jax.Array | None = None,
 ) -> tuple[Terms, Params]:
     """Loss terms and gradient w.r.t. the TransformerNet parameters for one (local) batch.
-    `rng` draws the stability term's perturbations (needed only when it is on); `shard` as
-    in `stylize_and_score`."""
+    `rng` draws the stability term's perturbations (needed only when it is on); `shard` and
+    `style` as in `stylize_and_score`."""
 
     def loss_fn(params: Params) -> tuple[jax.Array, Terms]:
         total, terms, _ = stylize_and_score(
-            params, batch, vgg, target_grams, config, rng, shard=shard
+            params, batch, vgg, target_grams, config, rng, shard=shard, style=style
         )
         return total, terms
 
@@ -164,13 +234,22 @@ def loss_and_grads(
 
 
 def apply_gradients(
-    state: TrainState, terms: Terms, grads: Params, tx: optax.GradientTransformation
+    state: TrainState,
+    terms: Terms,
+    grads: Params,
+    tx: optax.GradientTransformation,
+    mask: Params | None = None,
 ) -> tuple[TrainState, Terms]:
     """The optimizer update, skipped (parameters and optimizer state unchanged) when the loss
-    or the gradient is non-finite; counts such steps."""
+    or the gradient is non-finite; counts such steps. `mask` (`trainable_mask`): gradients
+    and updates are multiplied by it, so masked parameters do not move at all."""
+    if mask is not None:
+        grads = jax.tree.map(jnp.multiply, grads, mask)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(terms["total"]) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    if mask is not None:
+        updates = jax.tree.map(jnp.multiply, updates, mask)
     params = optax.apply_updates(state["params"], updates)
 
     def keep_if_finite(new: Any, old: Any) -> Any:
@@ -204,8 +283,12 @@ def make_jit_step(mesh: Mesh, tx: optax.GradientTransformation, config: StepConf
         state: TrainState, batch: jax.Array, vgg: VGG19, target_grams: dict
     ) -> tuple[TrainState, Terms]:
         rng = step_rng(config.seed, state["step"])
-        terms, grads = loss_and_grads(state["params"], batch, vgg, target_grams, config, rng)
-        return apply_gradients(state, terms, grads, tx)
+        style = step_style(config.seed, state["step"], config.trained_styles)
+        terms, grads = loss_and_grads(
+            state["params"], batch, vgg, target_grams, config, rng, style=style
+        )
+        mask = trainable_mask(state["params"], config)
+        return apply_gradients(state, terms, grads, tx, mask)
 
     return jax.jit(
         step,
@@ -225,17 +308,18 @@ def make_pmap_step(tx: optax.GradientTransformation, config: StepConfig) -> Step
         rng = step_rng(config.seed, state["step"])
         count = batch.shape[0]
         shard = (jax.lax.axis_index("data") * count, count * jax.lax.axis_size("data"))
+        style = step_style(config.seed, state["step"], config.trained_styles)
         terms, grads = loss_and_grads(
-            state["params"], batch, vgg, target_grams, config, rng, shard=shard
+            state["params"], batch, vgg, target_grams, config, rng, shard=shard, style=style
         )
         grads = jax.lax.pmean(grads, "data")
         terms = jax.lax.pmean(terms, "data")
-        return apply_gradients(state, terms, grads, tx)
+        return apply_gradients(state, terms, grads, tx, trainable_mask(state["params"], config))
 
     return jax.pmap(step, axis_name="data", donate_argnums=0)
 
 
-EvalFn = Callable[[Params, jax.Array, VGG19, dict], tuple[Terms, jax.Array]]
+EvalFn = Callable[..., tuple[Terms, jax.Array]]
 
 
 def make_eval_fn(config: StepConfig, *, clip_to_pixels: bool = False) -> EvalFn:
@@ -244,15 +328,28 @@ def make_eval_fn(config: StepConfig, *, clip_to_pixels: bool = False) -> EvalFn:
     clip_to_pixels=False: the training objective itself (auto-balance measures it).
     True: the output clipped to `losses.PIXEL_RANGE` first, as stylize.py writes it and
     evaluate scores it: what validation reports.
+    A multi-style model is scored on one style per call: `style`, an index (traced: one
+    compilation serves every style).
     """
 
     @jax.jit
     def evaluate(
-        params: Params, images: jax.Array, vgg: VGG19, target_grams: dict
+        params: Params,
+        images: jax.Array,
+        vgg: VGG19,
+        target_grams: dict,
+        style: jax.Array | int = 0,
     ) -> tuple[Terms, jax.Array]:
         rng = validation_rng(config.seed)
         _, terms, stylized = stylize_and_score(
-            params, images, vgg, target_grams, config, rng, clip_to_pixels=clip_to_pixels
+            params,
+            images,
+            vgg,
+            target_grams,
+            config,
+            rng,
+            clip_to_pixels=clip_to_pixels,
+            style=jnp.asarray(style, jnp.int32),
         )
         return terms, stylized
 

@@ -26,18 +26,28 @@ region of each array that holds that network input. Every layer then reflects at
 edges exactly as the reference reflects at the array edges (`reflect_pad(..., box=)`), and
 every instance norm takes its statistics inside the box (or uses statistics it is given,
 `NormControl`), so the result inside the box is the reference result.
+
+Many styles in one network (Dumoulin, Shlens & Kudlur 2017, conditional instance norm):
+`TransformerNet(num_styles=N)` gives every instance norm an (N, C) scale and shift; the
+convolutions are shared. The style input is a weight vector over the N styles per image,
+(B, N): one-hot for one style, convex weights for a mix; each norm's scale and shift are the
+same combination of its rows. With N = 1 the parameters are (C,) as before (old model files
+load unchanged) and the style input is ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from fnst_jax import cpu_conv
+from fnst_jax.errors import UserError
 
 INSTANCE_NORM_EPSILON = 1e-5  # torch.nn.InstanceNorm2d's default
 # The network downsamples twice by 2, so inputs are reflect-padded to a multiple of this.
@@ -109,7 +119,12 @@ class NormControl:
     sums: list[tuple[jax.Array, jax.Array, jax.Array]] = dataclasses.field(default_factory=list)
 
     def normalize(
-        self, norm: InstanceNorm, x: jax.Array, box: jax.Array | None, scale: int
+        self,
+        norm: InstanceNorm,
+        x: jax.Array,
+        box: jax.Array | None,
+        scale: int,
+        style: jax.Array | None = None,
     ) -> jax.Array:
         """Apply `norm` (the next layer in call order) to x, at 1/scale resolution."""
         index = len(self.used)
@@ -123,7 +138,7 @@ class NormControl:
             mean = jnp.sum(x32 * mask, axis=(1, 2), keepdims=True) / jnp.maximum(count, 1.0)
             squares = jnp.sum(jnp.square(x32 - mean) * mask, axis=(1, 2), keepdims=True)
             self.sums.append((count, mean, squares))
-        return norm.normalize(x, *moments)
+        return norm.normalize(x, *moments, style)
 
 
 class ReflectConv(nnx.Module):
@@ -182,16 +197,22 @@ class ReflectConv(nnx.Module):
         return y + bias
 
 
-class InstanceNorm(nnx.Module):
-    """Affine instance norm; statistics and normalisation in float32 whatever the dtype."""
+class StyleError(UserError, ValueError):
+    """A style input that does not fit the model (wrong length, negative, all zero)."""
 
-    def __init__(self, features: int, *, dtype: jnp.dtype = jnp.float32):
-        self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+
+class InstanceNorm(nnx.Module):
+    """Affine instance norm; statistics and normalisation in float32 whatever the dtype.
+    num_styles > 1: conditional instance norm, one scale/shift row per style."""
+
+    def __init__(self, features: int, *, num_styles: int = 1, dtype: jnp.dtype = jnp.float32):
+        shape = (features,) if num_styles == 1 else (num_styles, features)
+        self.scale = nnx.Param(jnp.ones(shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros(shape, jnp.float32))
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.normalize(x, *self.moments(x))
+    def __call__(self, x: jax.Array, style: jax.Array | None = None) -> jax.Array:
+        return self.normalize(x, *self.moments(x), style)
 
     def moments(self, x: jax.Array, box: jax.Array | None = None) -> Moments:
         """Per image and channel mean and (biased) variance, over the box when given."""
@@ -204,9 +225,26 @@ class InstanceNorm(nnx.Module):
         mean = jnp.sum(x32 * mask, axis=(1, 2), keepdims=True) / count
         return mean, jnp.sum(jnp.square(x32 - mean) * mask, axis=(1, 2), keepdims=True) / count
 
-    def normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+    def affine(self, style: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """The scale and shift to apply: (C,), or (B, 1, 1, C) mixed by the style weights
+        (B, num_styles) for a multi-style norm."""
+        scale, bias = self.scale[...], self.bias[...]
+        if scale.ndim == 1:
+            return scale, bias
+        if style is None:
+            raise StyleError(f"a {scale.shape[0]}-style model needs a style input")
+        weights = jnp.asarray(style, jnp.float32)
+        mix = jax.lax.Precision.HIGHEST
+        scale = jnp.matmul(weights, scale, precision=mix)
+        bias = jnp.matmul(weights, bias, precision=mix)
+        return scale[:, None, None, :], bias[:, None, None, :]
+
+    def normalize(
+        self, x: jax.Array, mean: jax.Array, var: jax.Array, style: jax.Array | None = None
+    ) -> jax.Array:
+        scale, bias = self.affine(style)
         y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + INSTANCE_NORM_EPSILON)
-        return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+        return (y * scale + bias).astype(self.dtype)
 
 
 class ConvNormRelu(nnx.Module):
@@ -218,11 +256,12 @@ class ConvNormRelu(nnx.Module):
         stride: int = 1,
         *,
         relu: bool = True,
+        num_styles: int = 1,
         dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.conv = ReflectConv(cin, cout, k, stride, dtype=dtype, rngs=rngs)
-        self.norm = InstanceNorm(cout, dtype=dtype)
+        self.norm = InstanceNorm(cout, num_styles=num_styles, dtype=dtype)
         self.relu = relu
 
     def __call__(
@@ -231,23 +270,33 @@ class ConvNormRelu(nnx.Module):
         box: jax.Array | None = None,
         norms: NormControl | None = None,
         scale: int = 1,
+        style: jax.Array | None = None,
     ) -> jax.Array:
         """box: the input's box (`ReflectConv`); norms, scale: how the norm takes its
-        statistics and at which resolution (1/scale of the input image) its input is."""
+        statistics and at which resolution (1/scale of the input image) its input is;
+        style: (B, num_styles) weights (multi-style models)."""
         y = self.conv(x, box)
         if self.conv.stride != 1 and box is not None:
             box = box // self.conv.stride
         if norms is None:
-            y = self.norm.normalize(y, *self.norm.moments(y, box))
+            y = self.norm.normalize(y, *self.norm.moments(y, box), style)
         else:
-            y = norms.normalize(self.norm, y, box, scale)
+            y = norms.normalize(self.norm, y, box, scale, style)
         return jax.nn.relu(y) if self.relu else y
 
 
 class ResidualBlock(nnx.Module):
-    def __init__(self, channels: int, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
-        self.block1 = ConvNormRelu(channels, channels, 3, dtype=dtype, rngs=rngs)
-        self.block2 = ConvNormRelu(channels, channels, 3, relu=False, dtype=dtype, rngs=rngs)
+    def __init__(
+        self,
+        channels: int,
+        *,
+        num_styles: int = 1,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = {"num_styles": num_styles, "dtype": dtype, "rngs": rngs}
+        self.block1 = ConvNormRelu(channels, channels, 3, **kw)
+        self.block2 = ConvNormRelu(channels, channels, 3, relu=False, **kw)
 
     def __call__(
         self,
@@ -255,8 +304,10 @@ class ResidualBlock(nnx.Module):
         box: jax.Array | None = None,
         norms: NormControl | None = None,
         scale: int = 1,
+        style: jax.Array | None = None,
     ) -> jax.Array:
-        return x + self.block2(self.block1(x, box, norms, scale), box, norms, scale)
+        inner = self.block1(x, box, norms, scale, style)
+        return x + self.block2(inner, box, norms, scale, style)
 
 
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -276,35 +327,46 @@ class UpsampleConvNormRelu(ConvNormRelu):
         box: jax.Array | None = None,
         norms: NormControl | None = None,
         scale: int = 1,
+        style: jax.Array | None = None,
     ) -> jax.Array:
         """box, scale: of the upsampled input (twice the resolution of x)."""
-        return super().__call__(upsample_nearest(x), box, norms, scale)
+        return super().__call__(upsample_nearest(x), box, norms, scale, style)
 
 
 class TransformerNet(nnx.Module):
-    """The feed-forward style network. Any H, W: output has the input's spatial size."""
+    """The feed-forward style network. Any H, W: output has the input's spatial size.
+    num_styles > 1: conditional instance norms (see the module docstring)."""
 
-    def __init__(self, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, *, num_styles: int = 1, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        if num_styles < 1:
+            raise StyleError(f"num_styles must be at least 1, not {num_styles}")
         self.dtype = dtype
-        self.conv1 = ConvNormRelu(3, 32, 9, dtype=dtype, rngs=rngs)
-        self.conv2 = ConvNormRelu(32, 64, 3, 2, dtype=dtype, rngs=rngs)
-        self.conv3 = ConvNormRelu(64, 128, 3, 2, dtype=dtype, rngs=rngs)
-        self.res = nnx.List([ResidualBlock(128, dtype=dtype, rngs=rngs) for _ in range(5)])
-        self.up1 = UpsampleConvNormRelu(128, 64, 3, dtype=dtype, rngs=rngs)
-        self.up2 = UpsampleConvNormRelu(64, 32, 3, dtype=dtype, rngs=rngs)
+        self.num_styles = num_styles
+        kw = {"num_styles": num_styles, "dtype": dtype, "rngs": rngs}
+        self.conv1 = ConvNormRelu(3, 32, 9, **kw)
+        self.conv2 = ConvNormRelu(32, 64, 3, 2, **kw)
+        self.conv3 = ConvNormRelu(64, 128, 3, 2, **kw)
+        self.res = nnx.List([ResidualBlock(128, **kw) for _ in range(5)])
+        self.up1 = UpsampleConvNormRelu(128, 64, 3, **kw)
+        self.up2 = UpsampleConvNormRelu(64, 32, 3, **kw)
         self.out = ReflectConv(32, 3, 9, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (N, H, W, 3) in [0, 255] -> (N, H, W, 3) float32, same scale, unclamped."""
+    def __call__(self, x: jax.Array, style: jax.Array | None = None) -> jax.Array:
+        """x: (N, H, W, 3) in [0, 255] -> (N, H, W, 3) float32, same scale, unclamped.
+        style: (N, num_styles) weights; ignored by a one-style model."""
         h, w = x.shape[1], x.shape[2]
         # Stride-2 layers need H, W divisible by 4 to come back at the same size: reflect-pad
         # the bottom/right up to the next multiple and crop the output back.
         ph, pw = -h % SIZE_MULTIPLE, -w % SIZE_MULTIPLE
         y = reflect_pad(x.astype(self.dtype), 0, ph, 0, pw)
-        return self.forward(y)[:, :h, :w, :]
+        return self.forward(y, style=style)[:, :h, :w, :]
 
     def forward(
-        self, x: jax.Array, box: jax.Array | None = None, norms: NormControl | None = None
+        self,
+        x: jax.Array,
+        box: jax.Array | None = None,
+        norms: NormControl | None = None,
+        style: jax.Array | None = None,
     ) -> jax.Array:
         """The layers on an input whose H, W are multiples of 4 -> float32, same shape.
 
@@ -312,30 +374,95 @@ class TransformerNet(nnx.Module):
         left, right) per image, all multiples of 4: the region holding the network input
         (see the module docstring); the output is exact inside it and arbitrary outside.
         norms: where the instance norms take their statistics (default: measured in the box).
+        style: (N, num_styles) weights per image (multi-style models; see `style_weights`).
         """
         y = x.astype(self.dtype)
         quarter = None if box is None else box // SIZE_MULTIPLE
         half = None if box is None else box // 2
-        y = self.conv1(y, box, norms, 1)
-        y = self.conv2(y, box, norms, 2)
-        y = self.conv3(y, half, norms, 4)
+        y = self.conv1(y, box, norms, 1, style)
+        y = self.conv2(y, box, norms, 2, style)
+        y = self.conv3(y, half, norms, 4, style)
         for block in self.res:
-            y = block(y, quarter, norms, 4)
-        y = self.up1(y, half, norms, 2)
-        y = self.up2(y, box, norms, 1)
+            y = block(y, quarter, norms, 4, style)
+        y = self.up1(y, half, norms, 2, style)
+        y = self.up2(y, box, norms, 1, style)
         return self.out(y, box).astype(jnp.float32)
 
 
-def stylize_padded(model: TransformerNet, images: jax.Array, pad: int) -> jax.Array:
+def num_styles_of(params: Mapping[str, Any]) -> int:
+    """How many styles a parameter tree (nested dict, or flat "conv1/norm/scale" names)
+    holds: the rows of its norm scales, 1 for a one-style model."""
+    pending = [params]
+    while pending:
+        for name, value in pending.pop().items():
+            if isinstance(value, Mapping):
+                pending.append(value)
+            elif str(name).split("/")[-1] == "scale":
+                return 1 if np.ndim(value) == 1 else int(np.shape(value)[0])
+    raise StyleError("no instance-norm scale in these parameters")
+
+
+def style_weights(
+    num_styles: int, selection: int | Sequence[float] | np.ndarray, batch: int = 1
+) -> np.ndarray:
+    """The style input for `batch` images: a style index (one-hot) or one weight per style,
+    normalised to sum to 1 -> float32 (batch, num_styles). Raises StyleError for an index
+    out of range, a wrong length, negative weights or weights that sum to zero."""
+    if isinstance(selection, (int, np.integer)):
+        if not 0 <= selection < num_styles:
+            raise StyleError(
+                f"style index {selection} is out of range: the model has "
+                f"{num_styles} style{'s' if num_styles != 1 else ''}"
+            )
+        weights = np.zeros(num_styles, np.float32)
+        weights[selection] = 1.0
+    else:
+        weights = np.asarray(selection, np.float64).reshape(-1)
+        if weights.size != num_styles:
+            raise StyleError(f"{weights.size} style weights for a {num_styles}-style model")
+        if np.any(weights < 0) or not np.all(np.isfinite(weights)) or weights.sum() <= 0:
+            raise StyleError(f"style weights must be >= 0 with a positive sum, got {list(weights)}")
+        weights = (weights / weights.sum()).astype(np.float32)
+    return np.broadcast_to(weights, (batch, num_styles)).copy()
+
+
+def single_style_model(model: TransformerNet, style: int | Sequence[float]) -> TransformerNet:
+    """A one-style TransformerNet that computes `model` in one style or mix (an index or
+    one weight per style, `style_weights`): every norm's scale and shift are that
+    combination of its rows, the convolutions are the same arrays. For exports and anything
+    else that takes one style; a one-style model is returned as it is."""
+    if model.num_styles == 1:
+        return model
+    weights = jnp.asarray(style_weights(model.num_styles, style)[0])
+    single = TransformerNet(dtype=model.dtype, rngs=nnx.Rngs(0))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    rows = jax.tree.map(
+        lambda p: (
+            jnp.matmul(weights, p, precision=jax.lax.Precision.HIGHEST)
+            if p.ndim == 2  # norm rows; conv kernels are 4-D, conv biases 1-D
+            else p
+        ),
+        params,
+    )
+    state = nnx.state(single, nnx.Param)
+    nnx.replace_by_pure_dict(state, rows)
+    nnx.update(single, state)
+    return single
+
+
+def stylize_padded(
+    model: TransformerNet, images: jax.Array, pad: int, style: jax.Array | None = None
+) -> jax.Array:
     """The article's border trick: reflect-pad `pad` px, run the network, crop the pad off.
 
     images: (N, H, W, 3) in [0, 255] (any dtype) -> float32 (N, H, W, 3), unclamped.
+    style: (N, num_styles) weights (multi-style models).
     Reflection needs pad < H and pad < W; larger pads are clipped to what fits.
     """
     h, w = images.shape[1], images.shape[2]
     pad_h, pad_w = min(pad, h - 1), min(pad, w - 1)
     x = reflect_pad(images.astype(jnp.float32), pad_h, pad_h, pad_w, pad_w)
-    y = model(x)
+    y = model(x, style)
     return y[:, pad_h : pad_h + h, pad_w : pad_w + w, :]
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from fnst_jax import export
 from fnst_jax.stylize import cli
-from fnst_jax.transformer_net import TransformerNet
+from fnst_jax.transformer_net import InstanceNorm, TransformerNet
 
 TEST_PAD = 8
 
@@ -34,6 +34,23 @@ def make_test_model(seed: int = 0) -> TransformerNet:
 def save_test_model(path: Path) -> Path:
     """The test model as an exported model file named `path` (style name: its stem)."""
     export.save_model(path, make_test_model(), {"pad": TEST_PAD, "image_size": 64})
+    return path
+
+
+def save_multi_style_test_model(path: Path, names=("dots", "waves")) -> Path:
+    """A multi-style test model (one style per name, norm rows that differ) as a model file
+    whose metadata lists its styles."""
+    model = TransformerNet(num_styles=len(names), rngs=nnx.Rngs(0))
+    conv = model.out.conv
+    conv.kernel[...] = conv.kernel[...] * 40.0
+    conv.bias[...] = conv.bias[...] * 0 + 127.5
+    rng = np.random.default_rng(0)
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, InstanceNorm):
+            module.scale[...] = rng.uniform(0.3, 1.7, module.scale.shape).astype(np.float32)
+            module.bias[...] = rng.normal(0, 0.5, module.bias.shape).astype(np.float32)
+    styles = [{"name": name, "image": f"/styles/{name}.jpg", "thumbnail": ""} for name in names]
+    export.save_model(path, model, {"pad": TEST_PAD, "image_size": 64, "styles": styles})
     return path
 
 

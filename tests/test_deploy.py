@@ -22,12 +22,18 @@ import numpy as np
 import pytest
 from conftest import PHOTOS_DIR, REAL_VGG_NPZ, SHARED_DATA
 from flax import nnx
-from stylize_helpers import TEST_PAD, make_test_model, natural_image, save_test_model
+from stylize_helpers import (
+    TEST_PAD,
+    make_test_model,
+    natural_image,
+    save_multi_style_test_model,
+    save_test_model,
+)
 
 from fnst_jax import deploy, export, image_io
 from fnst_jax.deploy import FLOAT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, cli, stablehlo, verify
 from fnst_jax.errors import UserError
-from fnst_jax.stylize import Stylizer
+from fnst_jax.stylize import Stylizer, loading
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
 onnx = pytest.importorskip("onnx")
@@ -465,3 +471,23 @@ def test_trained_model_exports_verify(tmp_path, photo_model, capsys):
         err = capsys.readouterr().err
         assert output.is_file() and "256x171 (batch 2)" in err
         assert ("tiled, exact statistics" in err) == (fmt == "onnx")
+
+
+def test_one_style_of_a_multi_style_model_exports(tmp_path, capsys):
+    """An exported file computes one style (or mix) of a multi-style model: --style picks
+    it, the file is verified against the model in that style and named after it."""
+    model_path = save_multi_style_test_model(tmp_path / "duo.npz")
+    output = tmp_path / "waves.onnx"
+    argv = ["export", f"--model={model_path}", "--format=onnx", f"--output={output}"]
+    assert cli.main([*argv, "--verify-sizes=37x53"]) == 2
+    assert "the model has 2 styles" in capsys.readouterr().err and not output.exists()
+    assert cli.main([*argv, "--verify-sizes=37x53", "--style=waves"]) == 0
+    assert "style waves" in capsys.readouterr().err
+    stylizer = Stylizer.from_model_file(model_path, style=1)
+    image = natural_image(29, 41, seed=2)
+    onnx_stylizer = loading.load_stylizer(output)
+    assert onnx_stylizer.style_names == ["waves"]
+    difference = np.abs(
+        onnx_stylizer.stylize(image).astype(int) - stylizer.stylize(image).astype(int)
+    )
+    assert difference.max() <= 1

@@ -141,16 +141,20 @@ def test_style_thumbnail_is_a_small_jpeg_of_the_style_image(tmp_path, model):
 
     config = smoke.get_config()
     config.style_image = "style.png"
-    meta = export.model_metadata(config, loss_spec_from_config(config.loss), "torch", 3, thumbnail)
+    styles = [{"name": "style", "image": "style.png", "thumbnail": thumbnail}]
+    meta = export.model_metadata(config, loss_spec_from_config(config.loss), "torch", 3, styles)
     path = export.save_model(tmp_path / "m.npz", model, meta)
     _, loaded = export.load_model(path)
     assert loaded[export.STYLE_THUMBNAIL_KEY] == thumbnail
     assert export.style_thumbnail_jpeg(loaded) == base64.b64decode(thumbnail)
+    assert export.style_names(loaded) == ["style"]
 
     old = export.save_model(tmp_path / "old.npz", model, {"pad": 8})
     _, loaded = export.load_model(old)
     assert export.STYLE_THUMBNAIL_KEY not in loaded
     assert export.style_thumbnail_jpeg(loaded) is None
+    assert export.style_names(loaded) == ["style"]  # no style_image either
+    assert export.style_names({"style_image": "/a/candy.jpg"}) == ["candy"]
     assert export.style_thumbnail_jpeg({"style_thumbnail": "not base64!"}) is None
 
 

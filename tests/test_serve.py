@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from stylize_helpers import TEST_PAD, make_test_model, natural_image
+from stylize_helpers import TEST_PAD, make_test_model, natural_image, save_multi_style_test_model
 from stylize_helpers import run as run_stylize_py
 
 from fnst_jax import export
@@ -642,3 +642,17 @@ def test_command_line_errors_exit_2(tmp_path, capsys):
     assert "--max-batch must be at least 1" in capsys.readouterr().err
     assert cli.main(["serve.py", "--help"]) == 0
     assert "--max-wait-ms" in capsys.readouterr().out
+
+
+def test_multi_style_model_serves_each_style(tmp_path):
+    """Each style of a multi-style model is its own entry, MODEL-STYLE, computing that style."""
+    path = save_multi_style_test_model(tmp_path / "duo.npz")
+    models = load_models([path], max_batch=2)
+    assert sorted(models) == ["duo-dots", "duo-waves"]
+    assert models["duo-waves"].describe()["style"] == "waves"
+    image = natural_image(20, 24, seed=1)
+    reference = Stylizer.from_model_file(path)
+    for style, name in enumerate(["duo-dots", "duo-waves"]):
+        np.testing.assert_array_equal(
+            models[name].stylizers[0].stylize(image), reference.with_style(style).stylize(image)
+        )

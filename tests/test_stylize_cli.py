@@ -11,9 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from stylize_helpers import natural_image, run, save, save_test_model
+from stylize_helpers import (
+    natural_image,
+    run,
+    save,
+    save_multi_style_test_model,
+    save_test_model,
+)
 
 from fnst_jax.stylize import cli
+from fnst_jax.stylize.engine import Stylizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,3 +165,34 @@ def test_real_entry_point_exit_codes(model_path, tmp_path):
     assert "stylized 1 of 2 inputs (1 failed)" in result.stderr
     assert (tmp_path / "out" / "x_candy.png").is_file()
     assert (tmp_path / "cache" / "jax_cache").is_dir()
+
+
+def test_multi_style_model_styles_mixes_and_all(tmp_path, capsys):
+    """--style NAME, --style all (one output per style, named after it) and --style-mix on a
+    2-style model; each output is the engine's in that style; no choice lists the styles."""
+    model = save_multi_style_test_model(tmp_path / "duo.npz")
+    image = natural_image(24, 20, seed=3)
+    source = save(tmp_path / "in" / "photo.png", image)
+    assert run(model, tmp_path / "all", source, extra=["--style=all"]) == 0
+    outputs = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert outputs == ["photo_duo_dots.png", "photo_duo_waves.png"]
+    assert run(model, tmp_path / "mix.png", source, extra=["--style-mix=dots:1,waves:3"]) == 0
+
+    stylizer = Stylizer.from_model_file(model)
+    assert stylizer.style_names == ["dots", "waves"]
+    for name, style in [("dots", 0), ("waves", 1)]:
+        with Image.open(tmp_path / "all" / f"photo_duo_{name}.png") as written:
+            expected = stylizer.with_style(style).stylize(image)
+            np.testing.assert_array_equal(np.asarray(written), expected)
+    with Image.open(tmp_path / "mix.png") as written:
+        mixed = np.asarray(written)
+    np.testing.assert_array_equal(mixed, stylizer.with_style([0.25, 0.75]).stylize(image))
+    dots = np.asarray(Image.open(tmp_path / "all" / "photo_duo_dots.png"), float)
+    assert np.abs(dots - mixed).mean() > 1  # the styles differ
+
+    assert run(model, tmp_path / "none", source) == 2
+    err = capsys.readouterr().err
+    assert "the model has 2 styles" in err and "dots, waves" in err
+    assert run(model, tmp_path / "one.png", source, extra=["--style=all"]) == 2
+    assert "give a folder" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists() and not (tmp_path / "one.png").exists()

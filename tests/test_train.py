@@ -251,6 +251,19 @@ def test_two_devices_match_one(tmp_path, sgd_reference_run, style_image, compile
     assert_same_training(final_params(tmp_path), final_params(sgd_reference_run))
 
 
+def train_and_resume(tmp_path: Path, style_image: Path, overrides: dict):
+    """Train 4 steps in tmp_path/full; train 2 in tmp_path/resumed, then resume it to 4: the
+    parameters must be identical. Returns the 4-step config."""
+    overrides = {"checkpoint_every": 1, **overrides}
+    full = smoke_config(style_image, **overrides, **{"train.steps": 4})
+    train_lib.train_and_evaluate(full, str(tmp_path / "full"))
+    half = smoke_config(style_image, **overrides, **{"train.steps": 2})
+    train_lib.train_and_evaluate(half, str(tmp_path / "resumed"))
+    train_lib.train_and_evaluate(full, str(tmp_path / "resumed"))
+    np.testing.assert_equal(final_params(tmp_path / "resumed"), final_params(tmp_path / "full"))
+    return full
+
+
 STABILITY = ("--config.loss.stability_weight=1.0",)
 
 
@@ -265,13 +278,7 @@ def test_stability_term_trains_and_resumes_exactly(tmp_path, style_image):
     """With the stability term on, a run stopped after 2 steps and resumed equals the
     uninterrupted run (its perturbations are a function of seed and step), and it logs the
     term and records its balanced weight."""
-    overrides = {"loss.stability_weight": 1.0, "checkpoint_every": 1}
-    full = smoke_config(style_image, **overrides, **{"train.steps": 4})
-    train_lib.train_and_evaluate(full, str(tmp_path / "full"))
-    half = smoke_config(style_image, **overrides, **{"train.steps": 2})
-    train_lib.train_and_evaluate(half, str(tmp_path / "resumed"))
-    train_lib.train_and_evaluate(full, str(tmp_path / "resumed"))
-    np.testing.assert_equal(final_params(tmp_path / "resumed"), final_params(tmp_path / "full"))
+    train_and_resume(tmp_path, style_image, {"loss.stability_weight": 1.0})
     log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log]
     assert all(r["raw_stability"] > 0 and "stability" in r for r in records)
@@ -532,3 +539,141 @@ def test_balance_weights_equalises_the_first_batch_terms():
     # A zero or non-finite raw term leaves its weight as configured.
     unchanged = train_lib.balance_weights(spec, dict(raw, raw_style=0.0, raw_tv=float("nan")))
     assert (unchanged.style_weight, unchanged.tv_weight) == (2.0, 0.5)
+
+
+@pytest.fixture(scope="module")
+def second_style(tmp_path_factory) -> Path:
+    """A second style for multi-style runs: a colour checkerboard (other Grams than the
+    stripes)."""
+    path = tmp_path_factory.mktemp("style2") / "checks.png"
+    y, x = np.mgrid[0:40, 0:40]
+    checks = (((x // 5 + y // 5) % 2) * 200 + 30).astype(np.uint8)
+    Image.fromarray(np.stack([checks, np.roll(checks, 3, 1), 255 - checks], -1)).save(path)
+    return path
+
+
+def test_multi_style_run_trains_every_style_and_resumes_exactly(
+    tmp_path, style_image, second_style
+):
+    """Two styles in one model: each balanced on its own Grams, validated and sampled per
+    style, listed in the exported model; a run stopped after 2 steps and resumed equals the
+    uninterrupted one (the style of each step is a function of seed and step)."""
+    overrides = {
+        "style_images": (str(style_image), str(second_style)),  # used instead of style_image
+        "loss.style_multipliers": (1.0, 2.0),
+    }
+    full = train_and_resume(tmp_path, style_image, overrides)
+
+    model, meta = export.load_model(tmp_path / "full")
+    assert model.num_styles == 2
+    assert export.style_names(meta) == ["style", "checks"]
+    assert meta["style_thumbnail"] == meta["styles"][0]["thumbnail"]
+    weights = meta["loss"]["style_weights"]
+    assert len(weights) == 2 and weights[0] != weights[1]  # balanced per style
+    records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").open()]
+    last = [r for r in records if r["split"] == "validation"][-1]
+    for key in ("total", "raw_style", "raw_content"):
+        mean = (last[f"style/{key}"] + last[f"checks/{key}"]) / 2
+        assert last[key] == pytest.approx(mean, rel=1e-6)
+    assert last["style/raw_style"] != last["checks/raw_style"]
+    with Image.open(tmp_path / "full" / "samples" / "step_000004.png") as grid:
+        assert grid.size == (32 * full.num_validation_images, 3 * 32)  # inputs + a row per style
+    # Both styles were trained: the norm rows moved away from their common initialisation.
+    scale = export.read_model(tmp_path / "full")[0]["conv1/norm/scale"]
+    assert scale.shape == (2, 32) and np.abs(scale - 1.0).max(axis=1).min() > 1e-4
+
+    # evaluate scores one style of the model: its last validation figures for that style.
+    listed = (tmp_path / "full" / "validation_images.txt").read_text().splitlines()
+    report = tmp_path / "checks.json"
+    argv = ["evaluate", "--model", str(tmp_path / "full"), "--images", *listed]
+    argv += ["--baseline-iterations", "none", "--no-grid", "--json", str(report)]
+    assert evaluate.main([*argv, "--model-style", "checks"]) == 0
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["total_loss"] == pytest.approx(last["checks/total"], rel=1e-4)
+    assert evaluate.main([*argv, "--overwrite"]) == 2  # which style? (the error lists them)
+
+
+def test_multi_style_on_two_devices_matches_one(tmp_path, style_image, second_style, compile_cache):
+    styles = f"--config.style_images=('{style_image}', '{second_style}')"
+    run_train(tmp_path / "one", style_image, compile_cache, styles, *PARALLEL_CHECK)
+    run_train(
+        tmp_path / "two",
+        style_image,
+        compile_cache,
+        styles,
+        "--config.parallel=pmap",
+        *PARALLEL_CHECK,
+        devices=2,
+    )
+    assert_same_training(final_params(tmp_path / "two"), final_params(tmp_path / "one"))
+
+
+def test_style_images_errors(tmp_path, style_image):
+    same_name = smoke_config(style_image, style_images=(str(style_image), str(style_image)))
+    with pytest.raises(train_lib.TrainingError, match="would name two styles"):
+        train_lib.train_and_evaluate(same_name, str(tmp_path / "a"))
+    wrong_count = smoke_config(
+        style_image,
+        style_images=(str(style_image), str(tmp_path / "b.png")),
+        **{"loss.style_multipliers": (1.0,)},
+    )
+    with pytest.raises(train_lib.TrainingError, match="1 entries for 2 styles"):
+        train_lib.train_and_evaluate(wrong_count, str(tmp_path / "b"))
+    missing = smoke_config(style_image, style_images=(str(style_image), str(tmp_path / "c.png")))
+    with pytest.raises(train_lib.TrainingError, match="c.png"):
+        train_lib.train_and_evaluate(missing, str(tmp_path / "c"))
+
+
+def test_balance_weights_per_style():
+    spec = LossSpec(style_weight=2.0, style_weights=(2.0, 6.0))
+    raw = {"raw_content": 4.0, "raw_style": 0.01, "raw_style/1": 0.1, "raw_tv": 1.0}
+    balanced = train_lib.balance_weights(spec, raw)
+    assert balanced.style_weights[0] * 0.01 == pytest.approx(2.0 * 4.0)
+    assert balanced.style_weights[1] * 0.1 == pytest.approx(6.0 * 4.0)  # multiplier 3
+
+
+def test_adding_a_style_trains_its_norm_rows_only(tmp_path, style_image, second_style):
+    """init_from + only_norm_params: the new model lists the base styles then the new one;
+    its convolutions and the base styles' norm rows are bit-identical to the base model's
+    (so are those styles' outputs); only the new rows moved; the weights carry over."""
+    base_config = smoke_config(
+        style_image, style_images=(str(style_image), str(second_style)), **{"train.steps": 2}
+    )
+    train_lib.train_and_evaluate(base_config, str(tmp_path / "base"))
+    third = tmp_path / "rings.png"
+    y, x = np.mgrid[0:40, 0:40]
+    rings = (np.sin(np.hypot(x - 20, y - 20) / 2) * 100 + 128).astype(np.uint8)
+    Image.fromarray(np.stack([rings, rings // 2, 255 - rings], -1)).save(third)
+    added = smoke_config(
+        style_image,
+        init_from=str(tmp_path / "base" / "model.npz"),
+        style_images=(str(third),),
+        **{"train.only_norm_params": True, "train.steps": 3},
+    )
+    train_lib.train_and_evaluate(added, str(tmp_path / "added"))
+
+    base, base_meta = export.read_model(tmp_path / "base")
+    new, meta = export.read_model(tmp_path / "added")
+    assert export.style_names(meta) == ["style", "checks", "rings"]
+    assert meta["loss"]["style_weights"][:2] == base_meta["loss"]["style_weights"]
+    moved = 0.0
+    for name, value in new.items():
+        if value.ndim == 2:  # norm rows
+            np.testing.assert_array_equal(value[:2], base[name], err_msg=name)
+            start = base[name].mean(axis=0)
+            moved = max(moved, float(np.abs(value[2] - start).max()))
+        else:
+            np.testing.assert_array_equal(value, base[name], err_msg=name)
+    assert moved > 1e-4  # the new style trained
+
+    records = [json.loads(line) for line in (tmp_path / "added" / "metrics.jsonl").open()]
+    assert all("rings/total" not in r for r in records)  # one trained style: plain keys
+
+    no_base = smoke_config(style_image, **{"train.only_norm_params": True})
+    with pytest.raises(train_lib.TrainingError, match="init_from"):
+        train_lib.train_and_evaluate(no_base, str(tmp_path / "x"))
+    clash = smoke_config(
+        style_image, init_from=str(tmp_path / "base"), style_images=(str(second_style),)
+    )
+    with pytest.raises(train_lib.TrainingError, match="already has the style"):
+        train_lib.train_and_evaluate(clash, str(tmp_path / "y"))

@@ -136,3 +136,54 @@ def test_jit_step_descends_the_gradient_of_the_validation_objective(vgg4):
     distance = 1e-3 / squared_norm**0.5
     slope = (loss_at(distance) - loss_at(-distance)) / (2 * distance)
     np.testing.assert_allclose(slope, squared_norm, rtol=1e-2)
+
+
+def test_step_style_visits_every_style_once_per_block():
+    styles = [int(train_step.step_style(0, jnp.int32(step), 3)) for step in range(12)]
+    for block in range(4):
+        assert sorted(styles[3 * block : 3 * block + 3]) == [0, 1, 2]
+    assert styles != [0, 1, 2] * 4  # the order is drawn per block
+    assert styles == [int(train_step.step_style(0, jnp.int32(s), 3)) for s in range(12)]
+    assert int(train_step.step_style(0, jnp.int32(5), 1)) == 0
+
+
+@pytest.mark.usefixtures("fast_compile")
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_multi_style_step_is_the_one_style_step_of_its_style(vgg4, dtype):
+    """Scoring a 2-style model on style 1 is scoring a one-style model made of its style-1 norm
+    rows against style 1's Grams with style 1's weight; a jitted step trains the style that
+    `step_style` names and leaves the other style's norm rows untouched."""
+    tx = train_step.make_optimizer("adam", 1e-2)
+    graphdef, state = train_step.init_state(jax.random.PRNGKey(0), dtype, tx, num_styles=2)
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(  # distinct norm rows, as after training
+        lambda p: p + jnp.asarray(rng.normal(0, 0.2, p.shape), jnp.float32) if p.ndim == 2 else p,
+        state["params"],
+    )
+    state = dict(state, params=params)
+    images = jnp.asarray(rng.uniform(0, 255, (2, 16, 16, 3)), jnp.float32)
+    style_images = jnp.asarray(rng.uniform(0, 255, (2, 20, 20, 3)), jnp.float32)
+    grams = style_grams(vgg4, style_images, SPEC.style_layers)  # (2, C, C): one row per style
+    spec = SPEC.with_weights(style_weights=(1e3, 4e3))
+    config = train_step.StepConfig(graphdef, spec, pad=2, dtype=dtype, num_styles=2)
+    terms, stylized = train_step.make_eval_fn(config)(params, images, vgg4, grams, 1)
+
+    one_graphdef, _ = train_step.init_model(jax.random.PRNGKey(0), dtype)
+    row = jax.tree.map(lambda p: p[1] if p.ndim == 2 else p, params)
+    one_config = train_step.StepConfig(
+        one_graphdef, SPEC.with_weights(style_weight=4e3), pad=2, dtype=dtype
+    )
+    one_grams = {layer: gram[1:] for layer, gram in grams.items()}
+    expected, expected_stylized = train_step.make_eval_fn(one_config)(row, images, vgg4, one_grams)
+    np.testing.assert_allclose(np.asarray(stylized), np.asarray(expected_stylized), atol=0.05)
+    for key, value in expected.items():
+        np.testing.assert_allclose(float(terms[key]), float(value), rtol=2e-3, err_msg=key)
+
+    step = train_step.make_jit_step(train_step.make_mesh(), tx, config)
+    trained = int(train_step.step_style(0, jnp.int32(0), 2))
+    before = np.array(params["conv1"]["norm"]["scale"])  # the step donates the state
+    new, metrics = step(state, images, vgg4, grams)
+    assert np.isfinite(float(metrics["total"]))
+    scale = np.asarray(new["params"]["conv1"]["norm"]["scale"])
+    assert np.abs(scale[trained] - before[trained]).max() > 1e-3
+    np.testing.assert_array_equal(scale[1 - trained], before[1 - trained])

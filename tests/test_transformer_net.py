@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fnst_jax.export import flatten_params, set_flat_params
 from fnst_jax.transformer_net import (
+    InstanceNorm,
     NormControl,
     ReflectConv,
+    StyleError,
     TransformerNet,
     count_params,
+    num_styles_of,
     reflect_pad,
+    single_style_model,
+    style_weights,
     stylize_padded,
     upsample_nearest,
 )
@@ -157,3 +163,92 @@ def test_bfloat16_model_stays_close_to_float32(model):
     relative = np.linalg.norm(y16 - y32) / np.linalg.norm(y32)
     # Measured 2.0e-2 (bf16 has an 8-bit mantissa); 5e-2 still catches a broken cast.
     assert relative < 5e-2, relative
+
+
+# --- many styles in one network (conditional instance norm) ---
+
+
+def _multi_style_model(num_styles: int, seed: int = 0) -> TransformerNet:
+    """A multi-style model whose norm rows all differ (as after training)."""
+    multi = TransformerNet(num_styles=num_styles, rngs=nnx.Rngs(seed))
+    rng = np.random.default_rng(seed)
+    for _, norm in nnx.iter_modules(multi):
+        if isinstance(norm, InstanceNorm):
+            norm.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, norm.scale.shape), jnp.float32)
+            norm.bias[...] = jnp.asarray(rng.normal(0, 0.3, norm.bias.shape), jnp.float32)
+    return multi
+
+
+def _one_style_with_rows(multi: TransformerNet, weights: np.ndarray) -> TransformerNet:
+    """A one-style model with the multi-style model's convolutions and, in every norm, the
+    given combination of its rows."""
+    single = TransformerNet(rngs=nnx.Rngs(1))
+    flat_multi = flatten_params(nnx.to_pure_dict(nnx.state(multi, nnx.Param)))
+    flat = {
+        name: (np.asarray(weights) @ value if value.ndim == 2 else value)
+        for name, value in flat_multi.items()
+    }
+    set_flat_params(single, flat)
+    return single
+
+
+def test_one_style_model_is_unchanged(model):
+    assert model.num_styles == 1
+    assert num_styles_of(nnx.to_pure_dict(nnx.state(model, nnx.Param))) == 1
+    x = _images((1, 24, 24, 3), seed=9)
+    # A one-style model ignores the style input.
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(model(x, np.ones((1, 1)))))
+
+
+def test_multi_style_parameters():
+    multi = TransformerNet(num_styles=4, rngs=nnx.Rngs(0))
+    single = TransformerNet(rngs=nnx.Rngs(0))
+    assert num_styles_of(nnx.to_pure_dict(nnx.state(multi, nnx.Param))) == 4
+    # 15 norms x (scale + shift) x C channels, per extra style; convolutions shared.
+    norm_channels = 32 + 64 + 128 + 10 * 128 + 64 + 32
+    assert count_params(multi) - count_params(single) == 3 * 2 * norm_channels
+    with pytest.raises(StyleError, match="needs a style input"):
+        multi(_images((1, 16, 16, 3)))
+
+
+def test_each_style_and_a_mix_are_their_norm_rows():
+    """One-hot weights pick each norm's row; convex weights mix the rows (per image in one
+    batch), checked against one-style models built from those rows."""
+    multi = _multi_style_model(3)
+    x = _images((3, 28, 20, 3), seed=2)
+    mix = np.array([0.25, 0.0, 0.75], np.float32)
+    weights = np.stack([style_weights(3, 0)[0], style_weights(3, 2)[0], mix])
+    batch = np.asarray(stylize_padded(multi, x, 4, jnp.asarray(weights)))
+    for index in range(3):
+        single = _one_style_with_rows(multi, weights[index])
+        expected = np.asarray(stylize_padded(single, x[index : index + 1], 4))[0]
+        np.testing.assert_allclose(batch[index], expected, atol=2e-3)
+    # Different styles give different outputs.
+    assert np.abs(batch[0] - np.asarray(stylize_padded(multi, x[:1], 4, weights[1:2]))[0]).max() > 1
+
+
+def test_single_style_model_is_the_model_in_that_style():
+    multi = _multi_style_model(3, seed=4)
+    x = _images((1, 24, 20, 3), seed=5)
+    for style in (2, [0.5, 0.5, 0.0]):
+        single = single_style_model(multi, style)
+        assert single.num_styles == 1
+        expected = stylize_padded(multi, x, 4, jnp.asarray(style_weights(3, style)))
+        np.testing.assert_allclose(
+            np.asarray(stylize_padded(single, x, 4)), np.asarray(expected), atol=2e-3
+        )
+    one = TransformerNet(rngs=nnx.Rngs(0))
+    assert single_style_model(one, 0) is one
+
+
+def test_style_weights():
+    np.testing.assert_array_equal(style_weights(3, 1, batch=2), [[0, 1, 0], [0, 1, 0]])
+    np.testing.assert_allclose(style_weights(2, [1, 3]), [[0.25, 0.75]])
+    with pytest.raises(StyleError, match="out of range"):
+        style_weights(3, 3)
+    with pytest.raises(StyleError, match="3 style weights for a 2-style"):
+        style_weights(2, [1, 1, 1])
+    with pytest.raises(StyleError, match=">= 0"):
+        style_weights(2, [1, -1])
+    with pytest.raises(StyleError, match=">= 0"):
+        style_weights(2, [0, 0])

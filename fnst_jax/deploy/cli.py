@@ -29,7 +29,8 @@ from fnst_jax import export
 from fnst_jax.deploy import DEFAULT_OPSET, MIN_OPSET, verify
 from fnst_jax.errors import UsageError, UserError
 from fnst_jax.files import write_atomic
-from fnst_jax.transformer_net import TransformerNet
+from fnst_jax.stylize import styles
+from fnst_jax.transformer_net import TransformerNet, single_style_model
 
 FORMATS = ("onnx", "stablehlo")
 ONNX_DTYPES = ("float32", "float16")
@@ -85,6 +86,18 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         **fv,
     )
     flags.DEFINE_boolean("overwrite", False, "Replace an existing output file.", **fv)
+    flags.DEFINE_string(
+        "style",
+        None,
+        "Multi-style models: the style the file computes, by name or index (one file per style).",
+        **fv,
+    )
+    flags.DEFINE_string(
+        "style-mix",
+        None,
+        "Multi-style models: a mix the file computes, NAME:WEIGHT,NAME:WEIGHT.",
+        **fv,
+    )
 
 
 def parse_sizes(values: Sequence[str]) -> list[tuple[int, int]]:
@@ -131,6 +144,19 @@ def model_properties(model_path: Path, metadata: dict[str, Any], pad: int) -> di
     return properties
 
 
+def _one_style(
+    fv: flags.FlagValues, model: TransformerNet, metadata: dict[str, Any]
+) -> tuple[TransformerNet, str]:
+    """The model in the style or mix --style/--style-mix chose (an exported file computes
+    one), and that style's label ("" for a one-style model)."""
+    names = export.style_names(metadata, model.num_styles)
+    choices = styles.choose_styles(names, fv["style"].value, fv["style-mix"].value)
+    if len(choices) > 1:
+        raise UsageError("--style all: an exported file computes one style; export each in turn")
+    (choice,) = choices
+    return single_style_model(model, choice.weights), choice.label
+
+
 def _check_flags(fv: flags.FlagValues, positional: list[str]) -> None:
     convention.require(fv, "model", "format", "output")
     if positional:
@@ -166,6 +192,9 @@ def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
     model, metadata = export.load_model(model_path)
     pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
     properties = model_properties(model_path, metadata, pad)
+    model, style = _one_style(fv, model, metadata)
+    if style:
+        properties["style"] = style
     if fv["format"].value == "onnx":
         data = _onnx_file(model, pad, properties, fv["opset"].value, fv["dtype"].value)
         runner = verify.onnx_runner

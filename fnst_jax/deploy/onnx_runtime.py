@@ -118,6 +118,8 @@ class OnnxStylizer:
         self.path = path
         self.properties = dict(properties)
         self.pad = int(properties.get("pad", 0))
+        self.num_styles = 1  # an exported file holds one style (`deploy.cli --style`)
+        self.style_names = [properties.get("style") or "style"]
         self.min_side = int(properties.get("min_side", 1))
         self.batch_size = max(1, int(batch_size))
         self.max_pixels = int(max_pixels)

@@ -7,7 +7,9 @@
   training workdir that has checkpoints but no `model.npz` yet is served from its latest
   checkpoint (`export.load_model`).
 * Names: a file's stem; `model.npz` takes its folder's name (`runs/mosaic/model.npz` ->
-  `mosaic`) and `best.npz` its folder's name plus `-best`. Names are restricted to
+  `mosaic`) and `best.npz` its folder's name plus `-best`. A multi-style model serves each
+  of its styles as its own model, NAME-STYLE (`runs/four` -> `four-candy`, `four-mosaic`,
+  ...; one copy of the parameters, the style chosen per entry). Names are restricted to
   letters, digits, `.`, `_` and `-`, and must be unique. A request names a model only
   from this loaded set: no path from a request ever reaches the file system.
 * `load_models`: each model as a `ServedModel`: one `Stylizer` per device (the stylize
@@ -178,17 +180,46 @@ def load_models(
     for name, path in find_models(paths):
         network, metadata = export.load_model(path, compute_dtype)
         pad = int(metadata.get("pad") or 0)  # as Stylizer.from_model_file defaults it
-        stylizers = []
-        for device in devices or [None]:
-            stylizer = Stylizer(
-                network, pad=pad, bucket=bucket, batch_size=max_batch, max_pixels=DEFAULT_MAX_PIXELS
+        for style, (served, style_metadata) in enumerate(_styles_of(name, network, metadata)):
+            if served in models:
+                raise ModelSetError(
+                    f"two models would be served as {served!r} (the styles of a multi-style "
+                    f"model are served as MODEL-STYLE): {models[served].path} and {path}"
+                )
+            stylizers = []
+            for device in devices or [None]:
+                stylizer = Stylizer(
+                    network,
+                    pad=pad,
+                    bucket=bucket,
+                    batch_size=max_batch,
+                    max_pixels=DEFAULT_MAX_PIXELS,
+                    style=style,
+                )
+                if device is not None:
+                    # Committed parameters make every call of this Stylizer run on `device`.
+                    stylizer.state = jax.device_put(stylizer.state, device)
+                stylizers.append(stylizer)
+            models[served] = ServedModel(
+                served, path, style_metadata, stylizers, thumbnail(style_metadata, served), dtype
             )
-            if device is not None:
-                # Committed parameters make every call of this Stylizer run on `device`.
-                stylizer.state = jax.device_put(stylizer.state, device)
-            stylizers.append(stylizer)
-        models[name] = ServedModel(
-            name, path, metadata, stylizers, thumbnail(metadata, name), dtype
-        )
-        log.info("loaded model %s from %s (pad %d)", name, path, pad)
+            log.info("loaded model %s from %s (pad %d)", served, path, pad)
     return models
+
+
+def _styles_of(
+    name: str, network: Any, metadata: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(served name, metadata) per style: the model itself for one style; for a multi-style
+    model each style as its own entry, NAME-STYLE, whose style image and thumbnail are that
+    style's (the parameters are shared)."""
+    if network.num_styles == 1:
+        return [(name, metadata)]
+    entries = metadata.get("styles") or [{} for _ in range(network.num_styles)]
+    names = export.style_names(metadata, network.num_styles)
+    served = []
+    for style_name, entry in zip(names, entries, strict=True):
+        own = dict(metadata, style_image=entry.get("image"))
+        own[THUMBNAIL_KEY] = entry.get("thumbnail")
+        served.append((_UNSAFE_NAME_CHARACTERS.sub("-", f"{name}-{style_name}"), own))
+    return served

@@ -11,6 +11,7 @@ Where things happen:
   * `run.py`: the image and video runs (decode/encode in threads around the network,
     progress, the summary).
   * `cli.py`: the flags of `python stylize.py` and `main(argv) -> exit status`.
+  * `styles.py`: which style(s) of a multi-style model to run (`--style`, `--style-mix`).
   * `arrays.py`: numpy helpers they share (size rounding, an image's network input, resizing).
   * `loading.py`: `load_stylizer`, the engine for a model path (the JAX `engine.Stylizer`, or
     for an `.onnx` file `deploy.onnx_runtime.OnnxStylizer`), and the defaults they share.

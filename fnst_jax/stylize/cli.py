@@ -9,6 +9,7 @@ spelled with hyphens or underscores (`--batch-size`, `--batch_size`), and a `Use
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from absl import flags
 from fnst_jax import cli as convention
 from fnst_jax import image_io
 from fnst_jax.errors import UsageError
-from fnst_jax.stylize import inputs, loading, run
+from fnst_jax.stylize import inputs, loading, run, styles
 
 USAGE = """\
 Stylize images, folders and videos with a trained fast-neural-style model.
@@ -42,6 +43,12 @@ examples:
   python stylize.py --model candy.npz --output out --max-pixels 4000000 --tile 1024 huge.tif
   python stylize.py --model candy.npz --output out --preserve-color clip.mp4
   python stylize.py --model candy.npz --output out --temporal-blend 0.5 clip.mp4
+  python stylize.py --model runs/four --output out --style all photo.jpg
+  python stylize.py --model runs/four --output mix.jpg --style-mix candy:1,udnie:1 photo.jpg
+
+A multi-style model (trained with --config.style_images) needs --style NAME (or INDEX, or
+all: one output per style, named _MODELNAME_STYLE) or --style-mix NAME:W,NAME:W (one mix;
+weights are normalised to sum to 1).
 
 Images keep their size (or --size / --scale), EXIF orientation and ICC profile; alpha is
 kept in png/webp outputs and dropped in jpg. Existing outputs are skipped unless
@@ -124,6 +131,20 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_boolean("overwrite", False, "Replace existing outputs.", **fv)
     flags.DEFINE_boolean("quiet", False, "Only errors: no progress, no per-file lines.", **fv)
     flags.DEFINE_integer("workers", 2, "Threads for decoding and encoding.", **fv)
+    flags.DEFINE_string(
+        "style",
+        None,
+        "Multi-style models: the style to use, by name or index, or 'all' for one output "
+        "per style.",
+        **fv,
+    )
+    flags.DEFINE_string(
+        "style-mix",
+        None,
+        "Multi-style models: a mix of styles, NAME:WEIGHT,NAME:WEIGHT (weights >= 0, "
+        "normalised to sum to 1).",
+        **fv,
+    )
     flags.DEFINE_float(
         "temporal-blend",
         0.0,
@@ -214,17 +235,25 @@ def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int
         tile_statistics=fv["tile-stats"].value,
     )
 
+    choices = styles.choose_styles(stylizer.style_names, fv["style"].value, fv["style-mix"].value)
+    if single_file and len(choices) > 1:
+        raise UsageError(f"--style all writes {len(choices)} outputs: give a folder as --output")
+
     found = inputs.expand_inputs(
         positional, reporter, exclude=None if single_file else output.resolve()
     )
-    total = len(found) + reporter.failed
+    total = len(found) * len(choices) + reporter.failed
     if single_file:
         problem = inputs.single_file_problem(output, found, positional, options.format)
         if problem:
             raise UsageError(problem)
-    jobs = inputs.plan_jobs(found, output, single_file, options, reporter)
     try:
-        run.run_jobs(jobs, stylizer, options, reporter)
+        for choice in choices:
+            styled = stylizer if stylizer.num_styles == 1 else stylizer.with_style(choice.weights)
+            label = f"_{choice.label}" if choice.label else ""
+            chosen = dataclasses.replace(options, suffix=options.suffix + label)
+            jobs = inputs.plan_jobs(found, output, single_file, chosen, reporter)
+            run.run_jobs(jobs, styled, chosen, reporter)
     except KeyboardInterrupt:
         summary = reporter.summary(total, time.perf_counter() - started)
         print(f"interrupted: {summary}", file=stream)

@@ -10,6 +10,9 @@ export checks). Its whole API:
 
 Any size is accepted. `preserve_color=True` keeps the input's colours (stylized luminance,
 input chroma: `image_io.transfer_luminance`). `stylize_batch` keeps the order of its inputs.
+A multi-style model stylizes in one style or mix at a time: `Stylizer(model, style=...)` or
+`stylizer.with_style(...)` (an index or one weight per style; a copy sharing the compiled
+programs), style 0 unless told.
 
 What it computes is `transformer_net.stylize_padded(model, image, pad)`, the forward that
 training and evaluate optimise and score, whatever the bucket, batch or tile layout: every
@@ -39,6 +42,7 @@ to powers of two, again to bound the compiled shapes.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Sequence
@@ -60,7 +64,13 @@ from fnst_jax.stylize.loading import (  # noqa: F401 (re-exported: engine.load_s
     load_stylizer,
 )
 from fnst_jax.stylize.tiling import NormStatistics, Summary
-from fnst_jax.transformer_net import SIZE_MULTIPLE, Moments, NormControl, TransformerNet
+from fnst_jax.transformer_net import (
+    SIZE_MULTIPLE,
+    Moments,
+    NormControl,
+    TransformerNet,
+    style_weights,
+)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -70,17 +80,19 @@ def _forward(
     images: jax.Array,
     box: jax.Array,
     given: Sequence[Moments] | None = None,
+    style: jax.Array | None = None,
 ) -> tuple[jax.Array, NormStatistics]:
     """`TransformerNet.forward` as a pure function: (output, the moments each norm layer
     used). given: None (each image normalised with its own statistics inside its box), or
-    per norm layer the moments used for every image.
+    per norm layer the moments used for every image. style: (N, num_styles) weights of a
+    multi-style model (None for one style).
 
     Module-level and keyed on the (hashable) graph definition, so every Stylizer of the
     same architecture and dtype in a process shares the compiled programs: XLA compiles
     once per input shape, not once per model load."""
     model = nnx.merge(graphdef, state)
     norms = NormControl(given=given)
-    output = model.forward(images, box, norms)
+    output = model.forward(images, box, norms, style)
     return output, norms.used
 
 
@@ -93,6 +105,7 @@ def _layer_summary(
     interiors: jax.Array,
     layer: int,
     given: Sequence[Moments],
+    style: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(count, mean, squared deviations) of norm layer `layer`'s input over each tile's
     interior, the layers before it normalised with `given`. Only that summary is returned,
@@ -100,7 +113,7 @@ def _layer_summary(
     model = nnx.merge(graphdef, state)
     missing = [None] * (tiling.NUM_NORM_LAYERS - len(given))
     norms = NormControl(given=[*given, *missing], sum_box=interiors)
-    model.forward(images, boxes, norms)
+    model.forward(images, boxes, norms, style)
     return norms.sums[layer]
 
 
@@ -118,6 +131,7 @@ class Stylizer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tile: int = DEFAULT_TILE,
         tile_statistics: str = "exact",
+        style: int | Sequence[float] = 0,
     ):
         """model: a TransformerNet (its dtype is the compute dtype). pad: reflection border
         the network sees around each image (the model's training pad). bucket: network
@@ -127,7 +141,9 @@ class Stylizer:
         image each tile computes (it also sees `tiling.HALO` px of context around it).
         tile_statistics: "exact" (the whole image's instance-norm statistics, computed
         over the tiles: the untiled result) or "approximate" (measured once on a copy
-        shrunk to `max_pixels`: faster); see `tiling`."""
+        shrunk to `max_pixels`: faster); see `tiling`. style: which style of a multi-style
+        model (an index, or one weight per style for a mix: `transformer_net.style_weights`);
+        ignored by a one-style model."""
         if tile_statistics not in TILE_STATISTICS:
             raise ValueError(
                 f"tile_statistics must be one of {TILE_STATISTICS}, not {tile_statistics!r}"
@@ -139,7 +155,22 @@ class Stylizer:
         self.tile = round_up(max(int(tile), SIZE_MULTIPLE), SIZE_MULTIPLE)
         self.tile_statistics = tile_statistics
         self.graphdef, self.state = nnx.split(model)
+        self.num_styles = model.num_styles
+        self.style_names = export.style_names({}, self.num_styles)  # from_model_file: the real ones
+        self.style = style_weights(self.num_styles, style)[0]  # raises StyleError
         self.compiled_shapes: set[tuple[int, ...]] = set()
+
+    def with_style(self, style: int | Sequence[float]) -> Stylizer:
+        """A copy that stylizes in another style or mix (shares parameters and programs)."""
+        other = copy.copy(self)
+        other.style = style_weights(self.num_styles, style)[0]
+        return other
+
+    def _style_input(self, count: int) -> jax.Array | None:
+        """The model's style input for `count` images (None for a one-style model)."""
+        if self.num_styles == 1:
+            return None
+        return jnp.asarray(np.broadcast_to(self.style, (count, self.num_styles)))
 
     @classmethod
     def from_model_file(
@@ -156,7 +187,9 @@ class Stylizer:
         model, metadata = export.load_model(path, runtime.dtype_from_name(dtype))
         if pad is None:
             pad = int(metadata.get("pad") or 0)
-        return cls(model, pad=pad, **options)
+        stylizer = cls(model, pad=pad, **options)
+        stylizer.style_names = export.style_names(metadata, model.num_styles)
+        return stylizer
 
     # -- the API
 
@@ -235,7 +268,10 @@ class Stylizer:
         batch, boxes = pad_batch(batch), pad_batch(boxes)
         self.compiled_shapes.add(batch.shape)
         images = jnp.asarray(batch, dtype=jnp.float32)
-        output, used = _forward(self.graphdef, self.state, images, jnp.asarray(boxes), statistics)
+        style = self._style_input(len(batch))
+        output, used = _forward(
+            self.graphdef, self.state, images, jnp.asarray(boxes), statistics, style
+        )
         return np.asarray(output)[:n], [(np.asarray(m)[:n], np.asarray(v)[:n]) for m, v in used]
 
     def norm_statistics(self, image: np.ndarray, pad: int) -> NormStatistics:
@@ -269,14 +305,16 @@ class Stylizer:
         """Per tile, (count, mean, squared deviations) of norm layer `layer`'s input over
         its interior, the layers before it normalised with `given` (`_layer_summary`)."""
         n = len(tiles)  # the batch padding repeats the last tile: left out of the results
+        batch = pad_batch(tiles)
         count, mean, squares = _layer_summary(
             self.graphdef,
             self.state,
-            jnp.asarray(pad_batch(tiles), jnp.float32),
+            jnp.asarray(batch, jnp.float32),
             jnp.asarray(pad_batch(boxes)),
             jnp.asarray(pad_batch(interiors)),
             layer,
             given,
+            self._style_input(len(batch)),
         )
         return np.asarray(count)[:n], np.asarray(mean)[:n], np.asarray(squares)[:n]
 
