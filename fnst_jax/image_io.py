@@ -193,7 +193,12 @@ def write_image(
 def read_rgb_resized(path: str | os.PathLike, shorter_side: int | None = None) -> np.ndarray:
     """An image file as uint8 RGB (H, W, 3), its shorter side resized to `shorter_side`
     (Lanczos; None keeps the size). How training, evaluation and Gatys load a style image."""
-    rgb = read_image(path).rgb
+    return resize_shorter_side(read_image(path).rgb, shorter_side)
+
+
+def resize_shorter_side(rgb: np.ndarray, shorter_side: int | None) -> np.ndarray:
+    """uint8 RGB (H, W, 3) with its shorter side resized to `shorter_side` (Lanczos; None
+    keeps it as it is)."""
     if not shorter_side:
         return rgb
     height, width = rgb.shape[:2]

@@ -93,12 +93,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
     base = BaseModel.load(config, styles)  # None unless init_from
     earlier = base.num_styles if base else 0
     num_styles = earlier + len(styles)
-    vgg, spec = _load_vgg_and_spec(config, multi_style=num_styles > 1)
-    target_grams = _style_target_grams(vgg, load_style_targets(config), spec, dtype)
+    style_pixels = [_read_style(path) for path in styles]  # each file decoded once
+    vgg, spec = _load_vgg_and_spec(config, len(styles), multi_style=num_styles > 1)
+    targets = [image_io.resize_shorter_side(rgb, config.style_size)[None] for rgb in style_pixels]
+    target_grams = _style_target_grams(vgg, targets, spec, dtype)
     vgg, target_grams = placement.replicate((vgg, target_grams))
     train_iter = _open_training_data(config)
     validation = prepare_validation(config, workdir)
-    quality_grams = _quality_style_grams(config, vgg)  # None: validation logs no quality figures
+    # None: validation logs no quality figures
+    quality_grams = _quality_style_grams(style_pixels, config.train.image_size, vgg)
 
     tx = make_optimizer(config.train.optimizer, config.train.lr)
     rng = jax.random.PRNGKey(config.train.seed)
@@ -137,7 +140,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
         config,
         step_config,
         vgg.preprocessing,
-        (base.entries if base else []) + style_entries(styles),
+        (base.entries if base else []) + style_entries(styles, style_pixels),
         start_step > 0,
         base.style_weights if base else (),
     )
@@ -532,10 +535,10 @@ def _check_config(config: ml_collections.ConfigDict) -> DTypeLike:
 
 
 def _load_vgg_and_spec(
-    config: ml_collections.ConfigDict, multi_style: bool = False
+    config: ml_collections.ConfigDict, trained_styles: int, multi_style: bool
 ) -> tuple[VGG19, LossSpec]:
     vgg = load_vgg(config.vgg.weights, config.vgg.preprocessing)
-    spec = loss_spec_from_config(config.loss, len(style_paths(config)), multi_style)
+    spec = loss_spec_from_config(config.loss, trained_styles, multi_style)
     vgg.check_layers(spec.vgg_layers)
     return vgg, spec
 
@@ -570,32 +573,25 @@ def style_names(paths: tuple[str, ...]) -> list[str]:
     return [export.style_name(path) for path in paths]
 
 
-def style_entries(paths: tuple[str, ...]) -> list[dict[str, str]]:
-    """Each style's name, absolute path and thumbnail (`export.make_style_thumbnail`), for the
-    model's metadata."""
-    entries = []
-    for name, path in zip(style_names(paths), paths, strict=True):
-        thumbnail = export.make_style_thumbnail(_read_style(path).rgb)
-        entries.append({"name": name, "image": str(Path(path).absolute()), "thumbnail": thumbnail})
-    return entries
+def style_entries(paths: tuple[str, ...], pixels: list[np.ndarray]) -> list[dict[str, str]]:
+    """Each style's name, absolute path and thumbnail (`export.make_style_thumbnail` of its
+    uint8 RGB `pixels`), for the model's metadata."""
+    return [
+        {
+            "name": name,
+            "image": str(Path(path).absolute()),
+            "thumbnail": export.make_style_thumbnail(rgb),
+        }
+        for name, path, rgb in zip(style_names(paths), paths, pixels, strict=True)
+    ]
 
 
-def _read_style(path: str) -> image_io.Image:
+def _read_style(path: str) -> np.ndarray:
+    """A style image file as uint8 RGB, at its own size."""
     try:
-        return image_io.read_image(path)
+        return image_io.read_image(path).rgb
     except image_io.ImageReadError as e:
         raise TrainingError(f"style image: {e}") from e
-
-
-def load_style_targets(config: ml_collections.ConfigDict) -> list[np.ndarray]:
-    """Each style image as a (1, H, W, 3) uint8 batch, resized as the config says."""
-    targets = []
-    for path in style_paths(config):
-        try:
-            targets.append(image_io.read_rgb_resized(path, config.style_size)[None])
-        except image_io.ImageReadError as e:
-            raise TrainingError(f"style image: {e}") from e
-    return targets
 
 
 def _style_target_grams(
@@ -609,7 +605,7 @@ def _style_target_grams(
 
 
 def _quality_style_grams(
-    config: ml_collections.ConfigDict, vgg: VGG19
+    style_pixels: list[np.ndarray], image_size: int, vgg: VGG19
 ) -> list[dict[str, jax.Array]] | None:
     """Each style image's Grams for the validation's quality figures (`fnst_jax.quality`: the
     style image's longest side at the validation size); None, with a warning, when the VGG
@@ -622,10 +618,7 @@ def _quality_style_grams(
             ", ".join(vgg.available_layers),
         )
         return None
-    return [
-        quality.StyleTargets(vgg, _read_style(path).rgb).at(config.train.image_size)
-        for path in style_paths(config)
-    ]
+    return [quality.StyleTargets(vgg, rgb).at(image_size) for rgb in style_pixels]
 
 
 @dataclasses.dataclass(frozen=True)

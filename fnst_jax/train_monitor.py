@@ -212,13 +212,14 @@ def loss_chart(history: list[dict], best_step: int | None = None) -> plt.Figure 
         if any(v > 0 for v in values):
             losses.plot(steps, values, label=f"{term} loss")
     if validation:
+        styles = _style_names(validation)
         losses.plot(
             [r["step"] for r in validation],
             [r["total"] for r in validation],
             "k--",
-            label="validation total" + (" (mean over styles)" if _style_names(validation) else ""),
+            label="validation total" + (" (mean over styles)" if styles else ""),
         )
-        for name in _style_names(validation):
+        for name in styles:
             losses.plot(
                 [r["step"] for r in validation],
                 [r.get(f"{name}/total", np.nan) for r in validation],
@@ -248,8 +249,6 @@ def loss_chart(history: list[dict], best_step: int | None = None) -> plt.Figure 
 
 def _style_names(validation: list[dict]) -> list[str]:
     """The styles of a multi-style run's validation records (keys `<name>/total`)."""
-    if not validation:
-        return []
     return [key[: -len("/total")] for key in validation[-1] if key.endswith("/total")]
 
 

@@ -71,6 +71,21 @@ def test_chart_has_a_quality_panel_and_marks_the_best_step():
         plt.close(fig)
 
 
+def test_chart_draws_each_style_of_a_multi_style_run():
+    records = history()
+    for record in records:
+        if record["split"] == "validation":
+            record.update({"candy/total": 3.0, "udnie/total": 1.0})
+    fig = loss_chart(records)
+    try:
+        lines = labelled_lines(fig.axes[0])
+        assert "validation total (mean over styles)" in lines
+        np.testing.assert_allclose(lines["validation: candy"], [[0, 3], [15, 3], [30, 3]])
+        np.testing.assert_allclose(lines["validation: udnie"][:, 1], [1, 1, 1])
+    finally:
+        plt.close(fig)
+
+
 def test_chart_without_quality_figures_or_best_is_the_loss_panel_alone():
     fig = loss_chart(history(figures=False))
     try:
