@@ -10,6 +10,7 @@ before it is scored (training scores it unclipped: the two agree while it stays 
 
     python -m fnst_jax.evaluate --model workdir/model.npz --images photos/ --json eval.json
     python -m fnst_jax.evaluate --model workdir/best.npz ...    (the best validated model)
+    python -m fnst_jax.evaluate --model four/model.npz --model-style all ...  (each style)
 
 prints a table (per image and mean: weighted content, style and TV loss, their total, the
 quality figures that no loss weight enters (`fnst_jax.quality`: style reduction, content
@@ -294,10 +295,9 @@ def image_paths(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
     return paths, errors
 
 
-def make_grid(
-    rows: Sequence[tuple[np.ndarray, np.ndarray]], height: int = GRID_ROW_HEIGHT
-) -> Image.Image:
-    """input | stylized, one row per image, each scaled to `height` px; white background."""
+def make_grid(rows: Sequence[Sequence[np.ndarray]], height: int = GRID_ROW_HEIGHT) -> Image.Image:
+    """input | stylized (| stylized in another style ...), one row per image, each scaled to
+    `height` px; white background."""
     scaled = []
     for pair in rows:
         cells = []
@@ -341,7 +341,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_string(
         "model-style",
         None,
-        "multi-style models: which of its styles to evaluate (name or index)",
+        "multi-style models: which of its styles to evaluate (name or index; 'all': each "
+        "in turn, one report)",
         **fv,
     )
     flags.DEFINE_integer(
@@ -404,7 +405,21 @@ def _outputs(flag: Mapping[str, Any]) -> tuple[Path | None, Path | None]:
     return json_path, grid_path
 
 
-def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
+def _model_styles(flag: Mapping[str, Any]) -> list[str | None]:
+    """The styles to evaluate, each in turn: `--model-style` as given (None for a one-style
+    model), or every style of the model for `all`."""
+    given = flag["model-style"]
+    if given is None or given.lower() != styles.ALL:
+        return [given]
+    model, meta = export.load_model(flag["model"])
+    return export.style_names(meta, model.num_styles) if model.num_styles > 1 else [None]
+
+
+def _setup(
+    flag: Mapping[str, Any], model_style: str | None = None
+) -> tuple[Evaluator, dict[str, Any]]:
+    """The evaluator and report header of the model in `model_style` (None: a one-style
+    model as it is)."""
     model, meta = export.load_model(flag["model"])  # export.ModelFileError: a UserError
     missing = [k for k in ("loss", "vgg", "pad", "image_size", "style_image") if k not in meta]
     if missing:
@@ -416,7 +431,7 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
         spec = spec_from_metadata(meta)
     except (TypeError, ValueError) as e:
         raise SetupError(f"{flag['model']}: unusable loss metadata ({e})") from None
-    model, meta, spec = _one_style(flag, model, meta, spec)
+    model, meta, spec = _one_style(flag, model, meta, spec, model_style)
     if flag["style-layers"]:
         layers = tuple(flag["style-layers"])
         spec = dataclasses.replace(spec, style_layers=layers, style_layer_weights=None)
@@ -465,14 +480,18 @@ def _setup(flag: Mapping[str, Any]) -> tuple[Evaluator, dict[str, Any]]:
 
 
 def _one_style(
-    flag: Mapping[str, Any], model: TransformerNet, meta: dict[str, Any], spec: LossSpec
+    flag: Mapping[str, Any],
+    model: TransformerNet,
+    meta: dict[str, Any],
+    spec: LossSpec,
+    model_style: str | None,
 ) -> tuple[TransformerNet, dict[str, Any], LossSpec]:
     """A multi-style model is evaluated in one of its styles (--model-style): that style's
     parameters, style image and balanced weight. A one-style model as it is."""
     if model.num_styles == 1:
         return model, meta, spec
     names = export.style_names(meta, model.num_styles)
-    index = styles.choose_one(names, flag["model-style"], "--model-style")
+    index = styles.choose_one(names, model_style, "--model-style", with_all=True)
     entries = meta.get("styles") or []
     if index >= len(entries) or spec.style_weights is None:
         raise SetupError(
@@ -585,6 +604,51 @@ def _evaluate_image(
     return result, (image, image_io.to_uint8(stylized[0]))
 
 
+def _evaluate_style(
+    paths: Sequence[Path],
+    evaluator: Evaluator,
+    report: Mapping[str, Any],
+    iterations: Sequence[int],
+    flag: Mapping[str, Any],
+    failures: list[str],
+) -> tuple[list[dict[str, Any]], dict[Path, tuple[np.ndarray, np.ndarray]]]:
+    """Every image in one style: the per-image results and {path: (input, stylized)}; the
+    images that fail are added to `failures` (once, whichever style met them first)."""
+    results, stylized = [], {}
+    print(_header(iterations), flush=True)
+    for path in paths:
+        try:
+            result, grid_row = _evaluate_image(
+                path, evaluator, report["image_size"], iterations, flag
+            )
+        except PER_IMAGE_ERRORS as e:
+            message = f"{path}: {str(e).removeprefix(f'{path}: ')}"
+            if message not in failures:
+                failures.append(message)
+                print(f"error: {message}", file=sys.stderr)
+            continue
+        results.append(result)
+        stylized[path] = grid_row
+        print(_row(str(path), result, iterations), flush=True)
+    return results, stylized
+
+
+def _print_styles_table(documents: Sequence[Mapping[str, Any]]) -> None:
+    """`--model-style all`: one line per style, the means over its images."""
+    keys = {"total": "total_loss", **QUALITY_COLUMNS}
+    print("\nper style (means):")
+    print(f"{'style':20s} " + " ".join(f"{name:>11s}" for name in keys) + "  iterations")
+    for document in documents:
+        summary = document["summary"]
+        cells = " ".join(f"{summary.get(key, float('nan')):11.4g}" for key in keys.values())
+        matched = summary.get("equivalent_iterations") or summary.get("matched_iterations")
+        bound = {"fewer_than": "<", "more_than": ">"}.get(
+            summary.get("matched_iterations_bound"), ""
+        )
+        iterations = f"{bound}{matched:.3g}" if matched is not None else "-"
+        print(f"{document['model_style']:20s} {cells}  {iterations}")
+
+
 def _run(flag_values: flags.FlagValues, positional: Sequence[str]) -> int:
     if flag_values["video"].value:  # temporal consistency of a video: fnst_jax.evaluate_video
         from fnst_jax import evaluate_video
@@ -596,38 +660,41 @@ def _run(flag_values: flags.FlagValues, positional: Sequence[str]) -> int:
         raise UsageError("--image-size and --full-size cannot be combined (see --help)")
     iterations = parse_iterations(flag["baseline-iterations"])
     json_path, grid_path = _outputs(flag)
-    evaluator, report = _setup(flag)
+    model_styles = _model_styles(flag)
+    setups = [_setup(flag, model_style) for model_style in model_styles]  # all checked first
     paths, failures = image_paths([*flag["images"], *positional])
     for message in failures:
         print(f"error: {message}", file=sys.stderr)
 
-    results, grid_rows = [], []
-    print(_header(iterations), flush=True)
-    for path in paths:
-        try:
-            result, grid_row = _evaluate_image(
-                path, evaluator, report["image_size"], iterations, flag
-            )
-        except PER_IMAGE_ERRORS as e:
-            reason = str(e).removeprefix(f"{path}: ")
-            failures.append(f"{path}: {reason}")
-            print(f"error: {failures[-1]}", file=sys.stderr)
-            continue
-        results.append(result)
-        grid_rows.append(grid_row)
-        print(_row(str(path), result, iterations), flush=True)
-
-    if not results:
-        print("error: no image could be evaluated", file=sys.stderr)
-        return cli.EXIT_FAILED
-    summary = summarize(results, iterations)
-    _print_summary(summary, iterations, report)
+    documents, outputs = [], []
+    for evaluator, report in setups:
+        if len(setups) > 1:
+            print(f"\nstyle {report['model_style']}:")
+        results, stylized = _evaluate_style(paths, evaluator, report, iterations, flag, failures)
+        if not results:
+            print("error: no image could be evaluated", file=sys.stderr)
+            return cli.EXIT_FAILED
+        summary = summarize(results, iterations)
+        _print_summary(summary, iterations, report)
+        documents.append({**report, "images": results, "summary": summary})
+        outputs.append(stylized)
+    if len(documents) > 1:
+        _print_styles_table(documents)
     if json_path is not None:
-        document = {**report, "images": results, "summary": summary, "failed": failures}
+        if len(documents) == 1:
+            document = {**documents[0], "failed": failures}
+        else:  # one report per style, in the model's order
+            document = {"model": str(flag["model"]), "styles": documents, "failed": failures}
         files.write_text_atomic(json_path, json.dumps(document, indent=2) + "\n")
         print(f"wrote {json_path}")
     if grid_path is not None:
-        image_io.write_image(grid_path, np.asarray(make_grid(grid_rows)))
+        # input | stylized in each style, for the images every style evaluated
+        rows = [
+            (outputs[0][path][0], *(stylized[path][1] for stylized in outputs))
+            for path in paths
+            if all(path in stylized for stylized in outputs)
+        ]
+        image_io.write_image(grid_path, np.asarray(make_grid(rows)))
         print(f"wrote {grid_path}")
     if failures:
         print(f"{len(failures)} input(s) failed", file=sys.stderr)

@@ -79,15 +79,23 @@ def _ratio(numerator: jax.Array, denominator: jax.Array, both_zero: float) -> ja
     )
 
 
+def gram_distance(
+    grams: Mapping[str, jax.Array], other: Mapping[str, jax.Array], layers: Sequence[str]
+) -> jax.Array:
+    """Per image: sum over `layers` of the squared Frobenius norm of G_l - G_l(other); either
+    side (N, C, C) or (1, C, C) (broadcast)."""
+    total = 0.0
+    for layer in layers:
+        total = total + jnp.sum(jnp.square(grams[layer] - other[layer]), axis=(1, 2))
+    return total
+
+
 def _gram_distance(
     features: Mapping[str, jax.Array], style_grams: Mapping[str, jax.Array], layers: Sequence[str]
 ) -> jax.Array:
-    """Per image: sum over `layers` of the squared Frobenius norm of G_l - G_l(style)."""
-    total = 0.0
-    for layer in layers:
-        difference = gram_matrix(features[layer]) - style_grams[layer]
-        total = total + jnp.sum(jnp.square(difference), axis=(1, 2))
-    return total
+    """Per image: the Gram distance of VGG features to the style's Grams."""
+    grams = {layer: gram_matrix(features[layer]) for layer in layers}
+    return gram_distance(grams, style_grams, layers)
 
 
 @functools.partial(jax.jit, static_argnames=("style_layers", "content_layer"))
@@ -138,8 +146,11 @@ def resize_longest_side(image: np.ndarray, size: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames="layers")
-def _grams(vgg: VGG19, image: jax.Array, layers: tuple[str, ...]) -> dict[str, jax.Array]:
-    features = vgg(jnp.asarray(image, jnp.float32)[None], layers)
+def image_grams(
+    vgg: VGG19, images: jax.Array, layers: tuple[str, ...] = STYLE_LAYERS
+) -> dict[str, jax.Array]:
+    """(N, H, W, 3) on the 0..255 scale -> {layer: (N, C, C) Gram}, in float32."""
+    features = vgg(jnp.asarray(images, jnp.float32), layers)
     return {layer: gram_matrix(features[layer]) for layer in layers}
 
 
@@ -157,7 +168,7 @@ class StyleTargets:
         """The Grams for images whose longest side is `size` px."""
         if size not in self._grams:
             style = resize_longest_side(self.style_rgb, size)
-            self._grams[size] = _grams(self.vgg, style, STYLE_LAYERS)
+            self._grams[size] = image_grams(self.vgg, style[None])
         return self._grams[size]
 
     def luminance(self) -> dict[str, float]:

@@ -308,7 +308,7 @@ def test_a_file_that_disagrees_is_never_left(tmp_path, model_path, monkeypatch, 
         monkeypatch.setattr(onnx_graph, "serialize", lambda m, *a, **k: build(other, *a, **k))
     else:
         build = stablehlo.serialize
-        monkeypatch.setattr(stablehlo, "serialize", lambda m, pad: build(other, pad))
+        monkeypatch.setattr(stablehlo, "serialize", lambda m, *a: build(other, *a))
     output = tmp_path / "out" / f"candy.{fmt}"
     output.parent.mkdir()
     output.write_bytes(b"previous")
@@ -378,6 +378,7 @@ def test_unusable_model_files_exit_2_with_a_clear_error(tmp_path, capsys, make, 
         (["--format=onnx", "--verify-sizes=64"], "is not WIDTHxHEIGHT"),
         (["--format=onnx", "--verify-sizes=4x4"], "too small to check"),
         (["--format=tflite"], "value should be one of"),
+        (["--format=onnx", "--style-input"], "--style-input: the model has one style"),
         ([], "--format is required"),
     ],
 )
@@ -491,3 +492,37 @@ def test_one_style_of_a_multi_style_model_exports(tmp_path, capsys):
         onnx_stylizer.stylize(image).astype(int) - stylizer.stylize(image).astype(int)
     )
     assert difference.max() <= 1
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "stablehlo"])
+def test_style_input_file_computes_every_style_and_mix(tmp_path, capsys, fmt):
+    """--style-input: one file for every style of a multi-style model. Each image of a batch
+    gets its own style or mix (weights given unnormalised), as the JAX model computes it;
+    the checks the exporter ran cover each style and a mix."""
+    names = ("dots", "waves", "lines")
+    model_path = save_multi_style_test_model(tmp_path / "trio.npz", names=names)
+    output = tmp_path / f"trio.{fmt}"
+    argv = ["export", f"--model={model_path}", f"--format={fmt}", f"--output={output}"]
+    assert cli.main([*argv, "--style-input", "--style=dots"]) == 2
+    assert "without --style" in capsys.readouterr().err and not output.exists()
+    assert cli.main([*argv, "--style-input", "--verify-sizes=37x53,40x24"]) == 0
+    err = capsys.readouterr().err
+    assert "styles dots,waves,lines by the 'style' input" in err
+    assert "styles 0, 1" in err and "styles 2, 0" in err and "an even mix" in err
+    model, _ = export.load_model(model_path)
+    images = batch(29, 41, n=3, seed=3)
+    weights = np.array([[0, 0, 1], [2, 1, 1], [0, 1, 0]], np.float32)
+    normalised = weights / weights.sum(axis=1, keepdims=True)
+    expected = np.asarray(stylize_padded(model, images, TEST_PAD, normalised))
+    runner = verify.onnx_runner(output) if fmt == "onnx" else verify.stablehlo_runner(output)
+    assert_within_bound(runner(images, weights), expected)
+    # The styles differ: the same image in two styles is not the same output.
+    assert np.abs(expected[0] - expected[2]).max() > 10
+    if fmt == "onnx":
+        onnx_model = onnx.load(output)
+        properties = {p.key: p.value for p in onnx_model.metadata_props}
+        assert properties["styles"] == ",".join(names) and properties["style_input"] == "style"
+        assert [i.name for i in onnx_model.graph.input] == [INPUT_NAME, deploy.STYLE_INPUT_NAME]
+        assert not onnx_model.functions  # no tiling functions: stylize.py says what to do
+        with pytest.raises(UserError, match="takes a style input"):
+            loading.load_stylizer(output)

@@ -165,6 +165,7 @@ def test_health_models_thumbnail_and_docs(app):
         "loss_layers": {"style": ["relu1_1", "relu2_1"], "content": "relu2_2"},
         "dtype": "float32",
         "image_size": 64,
+        "styles": [],
     }
     assert models["candy"]["thumbnail_url"] is None and models["candy"]["style"] is None
 
@@ -656,3 +657,38 @@ def test_multi_style_model_serves_each_style(tmp_path):
         np.testing.assert_array_equal(
             models[name].stylizers[0].stylize(image), reference.with_style(style).stylize(image)
         )
+
+
+def test_mix_query_mixes_the_styles_of_a_multi_style_model(tmp_path):
+    """?mix=NAME:W,... on an entry of a multi-style model stylizes in that mix (what the
+    engine computes for it); requests with different mixes and the entry's own style, sent
+    together, each get theirs. A one-style model or a bad mix is a 400 naming the reason."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_multi_style_test_model(folder / "duo.npz")
+    export.save_model(folder / "solo.npz", make_test_model(0), {"pad": TEST_PAD})
+    image = natural_image(20, 24, seed=1)
+    reference = Stylizer.from_model_file(folder / "duo.npz")
+    with running_service(folder, max_wait_ms=50) as (app, _):
+        (entry,) = [m for m in call(app, "GET", "/v1/models").json() if m["name"] == "duo-dots"]
+        assert entry["styles"] == ["dots", "waves"]
+        body = png_bytes(image)
+        responses = calls(
+            app,
+            [
+                ("POST", "/v1/stylize?model=duo-dots&mix=dots:1,waves:3", {"content": body}),
+                ("POST", "/v1/stylize?model=duo-dots&mix=waves:1", {"content": body}),
+                ("POST", "/v1/stylize?model=duo-dots", {"content": body}),
+            ],
+        )
+        for response, style in zip(responses, [(0.25, 0.75), (0.0, 1.0), (1.0, 0.0)], strict=True):
+            assert response.status_code == 200, response.text
+            np.testing.assert_array_equal(
+                decode(response), reference.with_style(style).stylize(image)
+            )
+        bad = call(app, "POST", "/v1/stylize?model=duo-dots&mix=dots:1,stripes:1", content=body)
+        assert_error(bad, 400, "bad_mix", "stripes", "dots, waves")
+        bad = call(app, "POST", "/v1/stylize?model=duo-dots&mix=dots:0", content=body)
+        assert_error(bad, 400, "bad_mix", "sum to 0")
+        solo = call(app, "POST", "/v1/stylize?model=solo&mix=dots:1", content=body)
+        assert_error(solo, 400, "bad_mix", "one style")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from PIL import Image, ImageOps
+from stylize_helpers import save_multi_style_test_model
 from test_serve import save_served_models
 
 from fnst_jax.serve.app import create_app
@@ -60,7 +61,9 @@ def free_port() -> int:
 @pytest.fixture
 def base_url(tmp_path):
     """The service on a free loopback port, in a thread; stopped after the test."""
-    models = load_models([save_served_models(tmp_path / "models")], max_batch=2)
+    folder = save_served_models(tmp_path / "models")
+    save_multi_style_test_model(folder / "duo.npz")  # served as duo-dots and duo-waves
+    models = load_models([folder], max_batch=2)
     service = Service(models, Settings(warm_sizes=(), max_batch=2, max_wait_ms=5))
     port = free_port()
     config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
@@ -112,7 +115,7 @@ def test_page_stylizes_a_photo_in_chromium(base_url, shared_data, tmp_path):
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             page.goto(base_url)
             page.wait_for_selector(".style-card >> nth=1")
-            assert page.locator(".style-card").count() == 2
+            assert page.locator(".style-card").count() == 4
             thumbnail_width = page.eval_on_selector(
                 ".style-card[data-model=mosaic] img", "img => img.complete && img.naturalWidth"
             )
@@ -130,6 +133,25 @@ def test_page_stylizes_a_photo_in_chromium(base_url, shared_data, tmp_path):
             assert "batch of 1" in page.inner_text("#timing")
             assert page.is_hidden("#message")
             laptop = save_screenshot(page, tmp_path, "serve_page.png")
+            assert page.is_hidden("#blend-field")  # one style: nothing to blend
+
+            # A style of a multi-style model blends with the model's other styles (?mix=).
+            page.click(".style-card[data-model=duo-dots]")
+            assert page.is_visible("#blend-field")
+            options = page.eval_on_selector_all("#blend-with option", "os => os.map(o => o.value)")
+            assert options == ["waves"]
+            page.eval_on_selector(
+                "#blend-amount",
+                "e => { e.value = '30'; e.dispatchEvent(new Event('input')); }",
+            )
+            assert page.inner_text("#blend-value") == "30%"
+            with page.expect_request("**/v1/stylize?*") as request:
+                page.click("#stylize")
+            assert "mix=dots%3A70%2Cwaves%3A30" in request.value.url
+            page.wait_for_selector(RESULT_LOADED, timeout=120_000)
+            assert page.is_hidden("#message")
+            assert page.get_attribute("#download", "download") == "bsd_101085_duo-dots.jpg"
+            save_screenshot(page, tmp_path, "serve_page_blend.png")
 
             page.set_input_files("#file", str(not_an_image))
             page.click("#stylize")

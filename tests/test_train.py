@@ -591,6 +591,18 @@ def test_multi_style_run_trains_every_style_and_resumes_exactly(
     summary = json.loads(report.read_text())["summary"]
     assert summary["total_loss"] == pytest.approx(last["checks/total"], rel=1e-4)
     assert evaluate.main([*argv, "--overwrite"]) == 2  # which style? (the error lists them)
+    # --model-style all: one report holding each style's, equal to its validation figures;
+    # the grid has a column per style.
+    grid = tmp_path / "all.png"
+    argv[argv.index("--no-grid")] = f"--grid={grid}"
+    assert evaluate.main([*argv, "--overwrite", "--model-style", "all"]) == 0
+    documents = json.loads(report.read_text())["styles"]
+    assert [d["model_style"] for d in documents] == ["style", "checks"]
+    for document in documents:
+        name = document["model_style"]
+        assert document["summary"]["total_loss"] == pytest.approx(last[f"{name}/total"], rel=1e-4)
+    with Image.open(grid) as image:
+        assert image.size == (3 * evaluate.GRID_ROW_HEIGHT, len(listed) * evaluate.GRID_ROW_HEIGHT)
 
 
 def test_multi_style_on_two_devices_matches_one(tmp_path, style_image, second_style, compile_cache):

@@ -16,13 +16,19 @@ Where things happen:
 
 Both exports share one interface (the names below): input uint8 (batch, height, width, 3)
 RGB; outputs the stylized uint8 images and the unrounded float32 ones (0..255 scale), same
-shape; the model's training pad applied inside. This module imports nothing heavy, so the
-ONNX runtime path stays free of JAX.
+shape; the model's training pad applied inside. A multi-style model computes one style or
+mix chosen at export (`--style`, `--style-mix`), or, with `--style-input`, every style: a
+second input `style` carries each image's weights over the styles. This module imports
+nothing heavy, so the ONNX runtime path stays free of JAX.
 """
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
 FLOAT_OUTPUT_NAME = "stylized_float"
+# The second input of a multi-style model exported with `--style-input`: float32
+# (batch, num_styles), each image's weights over the styles (one-hot for one style, a mix
+# otherwise; the file normalises each row to sum to 1).
+STYLE_INPUT_NAME = "style"
 
 # The model-local functions of an ONNX file (onnx_graph's module docstring), which only
 # tiling calls: their domain and names, and the names of their inputs and outputs.

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from absl import flags
 
 from fnst_jax import cli as convention
-from fnst_jax import export
+from fnst_jax import deploy, export
 from fnst_jax.deploy import DEFAULT_OPSET, MIN_OPSET, verify
 from fnst_jax.errors import UsageError, UserError
 from fnst_jax.files import write_atomic
@@ -46,12 +46,17 @@ examples:
   python -m fnst_jax.export --model runs/mosaic --format onnx --output mosaic.onnx
   python -m fnst_jax.export --model runs/mosaic --format onnx --dtype float16 --output m16.onnx
   python -m fnst_jax.export --model runs/mosaic --format stablehlo --output mosaic.jaxexport
+  python -m fnst_jax.export --model runs/four --style candy --format onnx --output candy.onnx
+  python -m fnst_jax.export --model runs/four --style-input --format onnx --output four.onnx
 
 Both take uint8 (batch, height, width, 3) RGB images of any size and return the stylized
 uint8 images ('stylized') and the unrounded float32 ones ('stylized_float'); the model's
 training pad is applied inside. Every file is checked against the JAX model on a few sizes
 (an ONNX file tiled too) before it is written (at most 1/255 apart after rounding) and
-refused otherwise.
+refused otherwise. A multi-style model exports one style or mix (--style, --style-mix), or
+all of them with --style-input: the file then takes a second input 'style', float32
+(batch, number of styles), each image's weights over the styles in the order of the file's
+'styles' property (one-hot for one style; normalised to sum to 1 inside).
 ONNX needs the onnx extra: pip install -e '.[onnx]'.
 """
 
@@ -96,6 +101,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "style-mix",
         None,
         "Multi-style models: a mix the file computes, NAME:WEIGHT,NAME:WEIGHT.",
+        **fv,
+    )
+    flags.DEFINE_boolean(
+        "style-input",
+        False,
+        "Multi-style models: one file for every style and mix, with a second input 'style', "
+        "float32 (batch, number of styles): each image's weights over the styles (normalised "
+        "to sum to 1 inside). ONNX files with it carry no tiling functions.",
         **fv,
     )
 
@@ -148,8 +161,19 @@ def _one_style(
     fv: flags.FlagValues, model: TransformerNet, metadata: dict[str, Any]
 ) -> tuple[TransformerNet, str]:
     """The model in the style or mix --style/--style-mix chose (an exported file computes
-    one), and that style's label ("" for a one-style model)."""
+    one), and that style's label ("" for a one-style model); with --style-input, the model
+    as it is and its styles' names."""
     names = export.style_names(metadata, model.num_styles)
+    if fv["style-input"].value:
+        if fv["style"].value is not None or fv["style-mix"].value is not None:
+            raise UsageError(
+                "--style-input computes every style: give it without --style/--style-mix"
+            )
+        if model.num_styles == 1:
+            raise UsageError(
+                f"--style-input: the model has one style ({names[0]}); export it without the flag"
+            )
+        return model, ",".join(names)
     choices = styles.choose_styles(names, fv["style"].value, fv["style-mix"].value)
     if len(choices) > 1:
         raise UsageError("--style all: an exported file computes one style; export each in turn")
@@ -173,7 +197,12 @@ def _check_flags(fv: flags.FlagValues, positional: list[str]) -> None:
 
 
 def _onnx_file(
-    model: TransformerNet, pad: int, properties: dict[str, str], opset: int, dtype: str
+    model: TransformerNet,
+    pad: int,
+    properties: dict[str, str],
+    opset: int,
+    dtype: str,
+    style_input: bool,
 ) -> bytes:
     try:
         from fnst_jax.deploy import onnx_graph
@@ -181,7 +210,15 @@ def _onnx_file(
         raise UserError(
             f"--format onnx needs the onnx and onnxruntime packages ({e}): pip install -e '.[onnx]'"
         ) from None
-    return onnx_graph.serialize(model, pad, properties, opset=opset, dtype=dtype)
+    return onnx_graph.serialize(
+        model, pad, properties, opset=opset, dtype=dtype, style_input=style_input
+    )
+
+
+def _styles_described(properties: dict[str, str]) -> str:
+    if "styles" in properties:
+        return f"styles {properties['styles']} by the '{properties['style_input']}' input"
+    return f"style {properties['style']}"
 
 
 def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
@@ -193,16 +230,21 @@ def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
     pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
     properties = model_properties(model_path, metadata, pad)
     model, style = _one_style(fv, model, metadata)
-    if style:
+    if fv["style-input"].value:  # the styles, in the order of the style input's columns
+        properties["styles"] = style
+        properties["style_input"] = deploy.STYLE_INPUT_NAME
+    elif style:
         properties["style"] = style
     if fv["format"].value == "onnx":
-        data = _onnx_file(model, pad, properties, fv["opset"].value, fv["dtype"].value)
+        data = _onnx_file(
+            model, pad, properties, fv["opset"].value, fv["dtype"].value, fv["style-input"].value
+        )
         runner = verify.onnx_runner
         described = f"ONNX opset {fv['opset'].value}, {fv['dtype'].value}"
     else:
         from fnst_jax.deploy import stablehlo
 
-        data = stablehlo.serialize(model, pad)
+        data = stablehlo.serialize(model, pad, fv["style-input"].value)
         runner = verify.stablehlo_runner
         described = f"jax.export, platforms {', '.join(stablehlo.PLATFORMS)}"
 
@@ -214,14 +256,14 @@ def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
             f.flush()
             os.fsync(f.fileno())
         checks.extend(verify.verify(runner(temporary), model, pad, sizes))
-        if fv["format"].value == "onnx":
+        if fv["format"].value == "onnx" and model.num_styles == 1:  # (no functions otherwise)
             checks.extend(verify.verify_tiling(temporary, model, pad))
         verify.require_agreement(checks, f"{output}: not written: the exported file")
 
     write_atomic(output, write_and_verify)
     print(
-        f"wrote {output} ({len(data) / 1e6:.1f} MB; {described}; style {properties['style']}, "
-        f"pad {pad}); checked against the JAX model:",
+        f"wrote {output} ({len(data) / 1e6:.1f} MB; {described}; "
+        f"{_styles_described(properties)}, pad {pad}); checked against the JAX model:",
         file=stream,
     )
     for check in checks:

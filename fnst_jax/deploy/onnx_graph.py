@@ -72,6 +72,7 @@ from fnst_jax.deploy import (
     MOMENTS_FUNCTION,
     NUM_NORM_LAYERS,
     OUTPUT_NAME,
+    STYLE_INPUT_NAME,
     TILE_FUNCTION,
     TILE_INPUT,
     TILE_OUTPUT,
@@ -95,6 +96,7 @@ DTYPES = ("float32", "float16")
 # network input is a multiple of 4, so at least 8.
 SMALLEST_NETWORK_INPUT = 8
 
+IMAGE_SHAPE = ["batch", "height", "width", 3]
 _TENSOR_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 _NUMPY_TYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -209,6 +211,38 @@ class _PlainLayers:
             f"{hint}_norm",
             epsilon=INSTANCE_NORM_EPSILON,
         )
+
+
+class _StyleLayers(_PlainLayers):
+    """The graph's layers of a multi-style model with a style input: each norm normalises
+    without an affine, then applies the scale and shift mixed per image from its rows by
+    the style weights (`InstanceNorm.affine`): (batch, N) @ (N, C)."""
+
+    def __init__(self, graph: _Graph, weights: str):
+        super().__init__(graph)
+        self.weights = weights  # (batch, N) float32, rows summing to 1
+
+    def normalize(self, y: str, norm: InstanceNorm, hint: str, scale: int) -> str:
+        del scale
+        g = self.graph
+        channels = norm.scale.shape[-1]
+        y = g.op(
+            "InstanceNormalization",
+            [
+                y,
+                g.constant("ones", np.ones(channels, np.float32)),
+                g.constant("zeros", np.zeros(channels, np.float32)),
+            ],
+            epsilon=INSTANCE_NORM_EPSILON,
+        )
+        axes = g.ints("axes", 2, 3)
+
+        def mixed(name: str, rows: np.ndarray) -> str:  # (batch, C, 1, 1)
+            matrix = g.weight(name, rows, np.float32)
+            return g.op("Unsqueeze", [g.op("MatMul", [self.weights, matrix]), axes])
+
+        y = g.op("Mul", [y, mixed(f"{hint}.norm.scale", norm.scale[...])])
+        return g.op("Add", [y, mixed(f"{hint}.norm.shift", norm.bias[...])], f"{hint}_norm")
 
 
 class _BoxLayers:
@@ -370,7 +404,7 @@ def _epsilon() -> np.ndarray:
     return np.array(INSTANCE_NORM_EPSILON, np.float32)
 
 
-Layers = _PlainLayers | _BoxLayers
+Layers = _PlainLayers | _StyleLayers | _BoxLayers
 
 
 def _reflect_conv(
@@ -506,15 +540,31 @@ def build_model(
     *,
     opset: int = DEFAULT_OPSET,
     dtype: str = "float32",
+    style_input: bool = False,
 ) -> onnx.ModelProto:
     """The ONNX model of `model` with training pad `pad` (see the module docstring);
-    `metadata`: the model's metadata properties (string keys and values)."""
+    `metadata`: the model's metadata properties (string keys and values). `style_input`
+    (multi-style models): a second input `style`, float32 (batch, num_styles), each image's
+    weights over the styles (normalised to sum to 1 inside); such a file carries no tiling
+    functions."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
+    if style_input != (model.num_styles > 1):
+        raise ValueError("a style input is for multi-style models, and they need one")
     pad = max(0, int(pad))
     graph = _Graph(dtype)
     x, train_pad, size = _network_input(graph, INPUT_NAME, pad)
-    y = _layers(graph, model, x, _PlainLayers(graph))
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, IMAGE_SHAPE)]
+    layers: Layers = _PlainLayers(graph)
+    if style_input:
+        inputs.append(
+            helper.make_tensor_value_info(
+                STYLE_INPUT_NAME, TensorProto.FLOAT, ["batch", model.num_styles]
+            )
+        )
+        total = graph.op("ReduceSum", [STYLE_INPUT_NAME, graph.ints("axis", 1)], keepdims=1)
+        layers = _StyleLayers(graph, graph.op("Div", [STYLE_INPUT_NAME, total], "style_weights"))
+    y = _layers(graph, model, x, layers)
     # Crop the train pad and the rounding off: rows pad_h .. pad_h + height.
     end = graph.op("Add", [train_pad, size])
     y = graph.op("Slice", [y, train_pad, end, graph.ints("axes", 2, 3)], "crop")
@@ -532,31 +582,25 @@ def build_model(
     )
     graph.op("Cast", [levels], output=OUTPUT_NAME, to=TensorProto.UINT8)
 
-    shape = ["batch", "height", "width", 3]
     onnx_graph = helper.make_graph(
         graph.nodes,
         "fnst_jax_transformer_net",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, shape)],
+        inputs,
         [
-            helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, shape),
-            helper.make_tensor_value_info(FLOAT_OUTPUT_NAME, TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.UINT8, IMAGE_SHAPE),
+            helper.make_tensor_value_info(FLOAT_OUTPUT_NAME, TensorProto.FLOAT, IMAGE_SHAPE),
         ],
         initializer=graph.initializers,
-        doc_string=(
-            "Fast neural style transfer (fnst_jax TransformerNet). Input 'image': uint8 "
-            "(batch, height, width, 3) RGB. Outputs 'stylized': uint8, same shape; "
-            "'stylized_float': float32 0..255, unrounded. Any height and width of at least "
-            f"{smallest_side(pad)} px; the training pad ({pad} px) is applied inside. The "
-            f"local functions {TILE_FUNCTION} and {MOMENTS_FUNCTION} (domain "
-            f"{FUNCTION_DOMAIN}) are for tiling large images; the graph does not call them."
-        ),
+        doc_string=_describe(pad, model.num_styles if style_input else None),
     )
     onnx_model = helper.make_model_gen_version(
         onnx_graph,
         producer_name="fnst_jax",
         producer_version=metadata.get("fnst_jax_version", ""),
         opset_imports=[helper.make_opsetid("", opset)],
-        functions=[
+        functions=[]
+        if style_input
+        else [
             _tiling_function(model, dtype, opset, measure=False),
             _tiling_function(model, dtype, opset, measure=True),
         ],
@@ -568,6 +612,26 @@ def build_model(
     return onnx_model
 
 
+def _describe(pad: int, num_styles: int | None) -> str:
+    """The graph's doc string; `num_styles` for a file with a style input."""
+    text = (
+        "Fast neural style transfer (fnst_jax TransformerNet). Input 'image': uint8 "
+        "(batch, height, width, 3) RGB. Outputs 'stylized': uint8, same shape; "
+        "'stylized_float': float32 0..255, unrounded. Any height and width of at least "
+        f"{smallest_side(pad)} px; the training pad ({pad} px) is applied inside. "
+    )
+    if num_styles is not None:
+        return text + (
+            f"Input '{STYLE_INPUT_NAME}': float32 (batch, {num_styles}), each image's weights "
+            "over the model's styles (the 'styles' property, in order): one-hot for one "
+            "style, a mix otherwise; each row is normalised to sum to 1."
+        )
+    return text + (
+        f"The local functions {TILE_FUNCTION} and {MOMENTS_FUNCTION} (domain "
+        f"{FUNCTION_DOMAIN}) are for tiling large images; the graph does not call them."
+    )
+
+
 def serialize(
     model: TransformerNet,
     pad: int,
@@ -575,6 +639,7 @@ def serialize(
     *,
     opset: int = DEFAULT_OPSET,
     dtype: str = "float32",
+    style_input: bool = False,
 ) -> bytes:
     """`build_model`, checked by onnx's checker (full shape inference), as file bytes."""
     newest = onnx.defs.onnx_opset_version()
@@ -582,6 +647,8 @@ def serialize(
         raise UsageError(
             f"--opset must be between {MIN_OPSET} and {newest} (onnx {onnx.__version__})"
         )
-    onnx_model = build_model(model, pad, metadata, opset=opset, dtype=dtype)
+    onnx_model = build_model(
+        model, pad, metadata, opset=opset, dtype=dtype, style_input=style_input
+    )
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model.SerializeToString()

@@ -107,6 +107,12 @@ class OnnxStylizer:
             raise OnnxModelError(f"{path}: onnxruntime cannot load it ({e})") from e
         properties = self.session.get_modelmeta().custom_metadata_map
         inputs = self.session.get_inputs()
+        if "style_input" in properties:  # a multi-style file (export --style-input)
+            raise OnnxModelError(
+                f"{path}: takes a style input (styles {properties.get('styles', '?')}), which "
+                "stylize.py does not feed; stylize with the .npz model and --style, or export "
+                "one style with --style"
+            )
         if (
             "fnst_jax_version" not in properties
             or [i.name for i in inputs] != [INPUT_NAME]

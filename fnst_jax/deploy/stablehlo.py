@@ -7,6 +7,8 @@ call it, with nothing of fnst_jax installed (only jax and numpy):
     outputs = exported.call(images)   # uint8 (N, H, W, 3), any N, H, W >= 1
     outputs["stylized"]               # uint8 (N, H, W, 3): rounded and clipped
     outputs["stylized_float"]         # float32 (N, H, W, 3), 0..255, unrounded
+    outputs = exported.call(images, style)   # a multi-style model exported with
+                                             # --style-input: float32 (N, num_styles)
 
 The same contract as the ONNX model (`onnx_graph`), with batch, height and width symbolic
 and no constraint on them: any size works, 1x1 included. The parameters are constants of
@@ -62,33 +64,39 @@ def _layout(side: int, pad: int) -> tuple[jax.Array, int, int]:
     return _fold(in_padded - value(train_pad), value(side)), length, train_pad
 
 
-def stylize_function(
-    model: TransformerNet, pad: int
-) -> Callable[[jax.Array], dict[str, jax.Array]]:
-    """uint8 (N, H, W, 3) -> {"stylized": uint8, "stylized_float": float32}, both
-    (N, H, W, 3): `stylize_padded(model, images, pad)` in a form `jax.export` takes with
-    symbolic N, H, W (see the module docstring)."""
+def stylize_function(model: TransformerNet, pad: int) -> Callable[..., dict[str, jax.Array]]:
+    """uint8 (N, H, W, 3) [, style weights float32 (N, num_styles)] -> {"stylized": uint8,
+    "stylized_float": float32}, both (N, H, W, 3): `stylize_padded(model, images, pad,
+    style)` in a form `jax.export` takes with symbolic N, H, W (see the module docstring).
+    The style weights (a multi-style model's second input) are normalised per image to sum
+    to 1."""
 
-    def stylize(images: jax.Array) -> dict[str, jax.Array]:
+    def stylize(images: jax.Array, style: jax.Array | None = None) -> dict[str, jax.Array]:
         n, height, width = images.shape[:3]
         rows, rows_length, pad_h = _layout(height, pad)
         cols, cols_length, pad_w = _layout(width, pad)
         x = jnp.take(jnp.take(images, rows, axis=1), cols, axis=2).astype(jnp.float32)
         box = jnp.broadcast_to(jnp.array([0, rows_length, 0, cols_length], jnp.int32), (n, 4))
-        y = model.forward(x, box)[:, pad_h : pad_h + height, pad_w : pad_w + width]
+        if style is not None:
+            style = style / jnp.sum(style, axis=1, keepdims=True)
+        y = model.forward(x, box, style=style)[:, pad_h : pad_h + height, pad_w : pad_w + width]
         levels = jnp.clip(jnp.rint(y), 0, 255).astype(jnp.uint8)  # image_io.to_uint8
         return {OUTPUT_NAME: levels, FLOAT_OUTPUT_NAME: y}
 
     return jax.jit(stylize)
 
 
-def export_model(model: TransformerNet, pad: int) -> export.Exported:
-    """The exported program, batch, height and width symbolic."""
+def export_model(model: TransformerNet, pad: int, style_input: bool = False) -> export.Exported:
+    """The exported program, batch, height and width symbolic; `style_input`: it also takes
+    the (batch, num_styles) style weights (a multi-style model computes each style)."""
     batch, height, width = export.symbolic_shape("batch, height, width")
-    spec = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)
-    return export.export(stylize_function(model, max(0, int(pad))), platforms=PLATFORMS)(spec)
+    specs = [jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)]
+    if style_input:
+        specs.append(jax.ShapeDtypeStruct((batch, model.num_styles), jnp.float32))
+    function = stylize_function(model, max(0, int(pad)))
+    return export.export(function, platforms=PLATFORMS)(*specs)
 
 
-def serialize(model: TransformerNet, pad: int) -> bytes:
+def serialize(model: TransformerNet, pad: int, style_input: bool = False) -> bytes:
     """What `python -m fnst_jax.export --format stablehlo` writes."""
-    return bytes(export_model(model, pad).serialize())
+    return bytes(export_model(model, pad, style_input).serialize())

@@ -15,7 +15,9 @@ An ONNX file is also checked tiled (`verify_tiling`): its tiling functions run t
 context and box), once with exact statistics (`tile_forward`'s layer passes) and once
 normalised with the image's own statistics as `norm_moments` measures them (what approximate
 statistics measure on a shrunk copy); both must give the untiled JAX forward within the same
-bound.
+bound. A file with a style input (a multi-style model exported with `--style-input`) is
+checked in every style (each size's two images in two of them) and in a mix (`verify`); it
+has no tiling functions.
 
 Measured (random test model with outputs spanning 0..255, and the 400-step quick-start model
 trained on the real photos, sizes as above): float32 ONNX and StableHLO differ from the JAX
@@ -34,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from fnst_jax import image_io
-from fnst_jax.deploy import FLOAT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME
+from fnst_jax.deploy import FLOAT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, STYLE_INPUT_NAME
 from fnst_jax.errors import UserError
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
@@ -44,8 +46,9 @@ DEFAULT_SIZES = ((64, 64), (53, 37), (171, 256))
 TILING_SIZE = (61, 46)
 MAX_LEVEL_DIFFERENCE = 1
 
-# A loaded exported file: uint8 (N, H, W, 3) -> (uint8 output, float32 output).
-Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# A loaded exported file: uint8 (N, H, W, 3) [, style weights float32 (N, num_styles) for a
+# file with a style input] -> (uint8 output, float32 output).
+Runner = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 class VerificationError(UserError, RuntimeError):
@@ -90,15 +93,16 @@ def check_images(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.stack([photo_like, noise])
 
 
-def reference_function(model: TransformerNet, pad: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The JAX forward, jitted: uint8 (N, H, W, 3) -> float32 `stylize_padded` output."""
+def reference_function(model: TransformerNet, pad: int) -> Callable[..., np.ndarray]:
+    """The JAX forward, jitted: uint8 (N, H, W, 3) [, style weights (N, num_styles), rows
+    summing to 1] -> float32 `stylize_padded` output."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
-    def forward(state: nnx.State, images: jax.Array) -> jax.Array:
-        return stylize_padded(nnx.merge(graphdef, state), images, pad)
+    def forward(state: nnx.State, images: jax.Array, style: jax.Array | None) -> jax.Array:
+        return stylize_padded(nnx.merge(graphdef, state), images, pad, style)
 
-    return lambda images: np.asarray(forward(state, images))
+    return lambda images, style=None: np.asarray(forward(state, images, style))
 
 
 def compare(
@@ -131,12 +135,28 @@ def verify(
     pad: int,
     sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
 ) -> list[Check]:
-    """Run the loaded file and the JAX forward on `check_images` of every (height, width)."""
+    """Run the loaded file and the JAX forward on `check_images` of every (height, width).
+    A multi-style `model` (a file with a style input): the two images of each size in two
+    different styles (the next two of the model's, in turn), and the first size once more in
+    an even mix of every style, given as unnormalised weights (the file normalises them)."""
     reference = reference_function(model, pad)
     checks = []
-    for height, width in sizes:
+    count = model.num_styles
+    for index, (height, width) in enumerate(sizes):
         images = check_images(height, width)
-        checks.append(compare(images, runner(images), reference(images)))
+        if count == 1:
+            checks.append(compare(images, runner(images), reference(images)))
+            continue
+        chosen = [(2 * index + i) % count for i in range(len(images))]
+        style = np.eye(count, dtype=np.float32)[chosen]
+        check = compare(images, runner(images, style), reference(images, style))
+        described = f"styles {', '.join(map(str, chosen))}"
+        checks.append(dataclasses.replace(check, what=described))
+    if count > 1:
+        images = check_images(*sizes[0])
+        weights = np.ones((len(images), count), np.float32)
+        check = compare(images, runner(images, weights), reference(images, weights / count))
+        checks.append(dataclasses.replace(check, what="an even mix of every style"))
     return checks
 
 
@@ -190,8 +210,11 @@ def onnx_runner(path: str | Path) -> Runner:
             "try an older --opset"
         ) from e
 
-    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        levels, raw = session.run([OUTPUT_NAME, FLOAT_OUTPUT_NAME], {INPUT_NAME: images})
+    def run(images: np.ndarray, style: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        feeds = {INPUT_NAME: images}
+        if style is not None:
+            feeds[STYLE_INPUT_NAME] = style
+        levels, raw = session.run([OUTPUT_NAME, FLOAT_OUTPUT_NAME], feeds)
         return levels, raw
 
     return run
@@ -201,8 +224,8 @@ def stablehlo_runner(path: str | Path) -> Runner:
     """The serialized program at `path`, deserialized and called as a user would."""
     exported = jax.export.deserialize(bytearray(Path(path).read_bytes()))
 
-    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = exported.call(images)
+    def run(images: np.ndarray, style: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        outputs = exported.call(images) if style is None else exported.call(images, style)
         return np.asarray(outputs[OUTPUT_NAME]), np.asarray(outputs[FLOAT_OUTPUT_NAME])
 
     return run

@@ -264,12 +264,19 @@ def create_app(service: Service) -> FastAPI:
             None, description="Output format (default: the input's jpg/png/webp, else png)"
         ),
         quality: int = Query(95, ge=1, le=100, description="JPEG/WebP quality"),
+        mix: str | None = Query(
+            None,
+            max_length=1000,
+            description="Multi-style models: a mix of the model's styles instead of the entry's "
+            "own, NAME:WEIGHT,NAME:WEIGHT (weights normalised to sum to 1; names as in the "
+            "model's `styles`)",
+        ),
     ) -> Response:
         arrived = time.monotonic()
         service.check_ready()
         _check_api_key(request, settings.api_key)
-        options = StylizeOptions(model, size, preserve_color, format, quality)
-        service.model(model)  # 404 before the body is read
+        options = StylizeOptions(model, size, preserve_color, format, quality, mix)
+        service.style_mix(service.model(model), mix)  # 404 / 400 before the body is read
         body = await _read_body(request, settings.max_upload_bytes)
         reply = await service.stylize(
             body, request.headers.get("content-type"), options, arrived, _client_gone(request)

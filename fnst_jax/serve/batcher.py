@@ -66,13 +66,14 @@ class Job:
     timeout_s: float  # ... the service's --timeout-s, for the message
     future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
     submitted: float = 0.0
+    style: tuple[float, ...] | None = None  # a mix of a multi-style model's styles (?mix=)
 
     @property
     def group(self) -> Hashable:
         """Requests with equal groups run in one network call."""
         height, width = self.image.shape[:2]
         bucket = self.model.stylizers[0].bucket_shape(height, width)
-        return self.model.name, bucket, self.preserve_color
+        return self.model.name, bucket, self.preserve_color, self.style
 
 
 class Ticket:
@@ -248,6 +249,8 @@ class Batcher:
         if not jobs:
             return
         stylizer = jobs[0].model.stylizers[index]
+        if jobs[0].style is not None:  # the same compiled program, other norm weights
+            stylizer = stylizer.with_style(jobs[0].style)
         started = time.monotonic()
         try:
             outputs = stylizer.stylize_batch(

@@ -67,6 +67,9 @@ class ServedModel:
         """The JSON entry of `GET /v1/models`."""
         loss = self.metadata.get("loss") or {}
         style_image = self.metadata.get("style_image")
+        # a multi-style model's styles, the names `?mix=` takes ([] for one style)
+        styles = list(self.stylizers[0].style_names)
+        styles = styles if len(styles) > 1 else []
         return {
             "name": self.name,
             "style": Path(style_image).stem if style_image else None,
@@ -79,6 +82,7 @@ class ServedModel:
             },
             "dtype": self.dtype,
             "image_size": self.metadata.get("image_size"),
+            "styles": styles,
         }
 
 
@@ -196,6 +200,7 @@ def load_models(
                     max_pixels=DEFAULT_MAX_PIXELS,
                     style=style,
                 )
+                stylizer.style_names = export.style_names(metadata, network.num_styles)
                 if device is not None:
                     # Committed parameters make every call of this Stylizer run on `device`.
                     stylizer.state = jax.device_put(stylizer.state, device)

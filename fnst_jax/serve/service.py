@@ -30,10 +30,12 @@ from typing import Any
 import numpy as np
 
 from fnst_jax import image_io
+from fnst_jax.errors import UsageError
 from fnst_jax.serve import errors, images
 from fnst_jax.serve.batcher import Batcher, Job, Result
 from fnst_jax.serve.metrics import Metrics
 from fnst_jax.serve.models import ServedModel
+from fnst_jax.stylize import styles
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class StylizeOptions:
     preserve_color: bool = False
     format: str | None = None  # jpg, png, webp; None: the input's own, else png
     quality: int = 95
+    mix: str | None = None  # multi-style models: NAME:W,NAME:W (stylize --style-mix)
 
 
 @dataclasses.dataclass
@@ -197,6 +200,22 @@ class Service:
             )
         return self.models[name]
 
+    @staticmethod
+    def style_mix(model: ServedModel, mix: str | None) -> tuple[float, ...] | None:
+        """The style weights of `?mix=NAME:W,...` for a model's entry (None: the entry's own
+        style); 400 for a one-style model or a mix that names no style of it."""
+        if mix is None:
+            return None
+        names = model.stylizers[0].style_names
+        if len(names) == 1:
+            raise errors.ServiceError(
+                400, "bad_mix", f"model {model.name!r} has one style: nothing to mix"
+            )
+        try:
+            return styles.parse_mix(names, mix, "mix").weights
+        except UsageError as e:
+            raise errors.ServiceError(400, "bad_mix", str(e)) from None
+
     def info(self) -> dict[str, Any]:
         """`GET /v1/info`: the limits a client (the web page) should know."""
         return {
@@ -243,6 +262,7 @@ class Service:
                 options.preserve_color,
                 deadline=deadline,
                 timeout_s=self.settings.timeout_s,
+                style=self.style_mix(model, options.mix),
             )
             future = self.batcher.submit(ticket, job)
         finally:

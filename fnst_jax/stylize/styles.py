@@ -48,27 +48,28 @@ def _index(names: Sequence[str], given: str, flag: str, with_all: bool = True) -
     raise UsageError(f"{flag} {given}: the model's styles are {_describe(names, with_all)}")
 
 
-def parse_mix(names: Sequence[str], text: str) -> StyleChoice:
+def parse_mix(names: Sequence[str], text: str, flag: str = "--style-mix") -> StyleChoice:
     """`NAME:W,NAME:W,...` (names or indices, non-negative weights, normalised to sum to 1;
-    a style named twice adds up) -> a StyleChoice labelled like `candy25-mosaic75`."""
+    a style named twice adds up) -> a StyleChoice labelled like `candy25-mosaic75`. `flag`:
+    what the messages call the text (the option or query parameter it came from)."""
     weights = [0.0] * len(names)
     for part in text.split(","):
         name, sep, weight = part.strip().rpartition(":")
         if not sep or not name:
             raise UsageError(
-                f"--style-mix {text}: expected NAME:WEIGHT pairs separated by commas, "
+                f"{flag} {text}: expected NAME:WEIGHT pairs separated by commas, "
                 f"e.g. {names[0]}:0.5,{names[-1]}:0.5"
             )
         try:
             value = float(weight)
         except ValueError:
-            raise UsageError(f"--style-mix {text}: {weight!r} is not a number") from None
+            raise UsageError(f"{flag} {text}: {weight!r} is not a number") from None
         if not (value >= 0 and math.isfinite(value)):
-            raise UsageError(f"--style-mix {text}: weights must be >= 0, got {weight}")
-        weights[_index(names, name.strip(), "--style-mix")] += value
+            raise UsageError(f"{flag} {text}: weights must be >= 0, got {weight}")
+        weights[_index(names, name.strip(), flag, with_all=False)] += value
     total = sum(weights)
     if total <= 0:
-        raise UsageError(f"--style-mix {text}: the weights sum to 0")
+        raise UsageError(f"{flag} {text}: the weights sum to 0")
     normalised = tuple(w / total for w in weights)
     label = "-".join(
         f"{name}{round(100 * w)}" for name, w in zip(names, normalised, strict=True) if w > 0
@@ -76,15 +77,17 @@ def parse_mix(names: Sequence[str], text: str) -> StyleChoice:
     return StyleChoice(label, normalised)
 
 
-def choose_one(names: Sequence[str], given: str | None, flag: str) -> int:
+def choose_one(names: Sequence[str], given: str | None, flag: str, with_all: bool = False) -> int:
     """The index of one style of a multi-style model, by name or index, for commands that
-    take exactly one (`evaluate --model-style`)."""
+    take one at a time (`evaluate --model-style`); `with_all`: the command also takes `all`
+    (and handles it before asking), so the messages offer it."""
     if given is None:
+        every = f" (or every one with {flag} {ALL})" if with_all else ""
         raise UsageError(
-            f"the model has {len(names)} styles: choose one with {flag} NAME; its styles are "
-            f"{_describe(names, with_all=False)}"
+            f"the model has {len(names)} styles: choose one with {flag} NAME{every}; its "
+            f"styles are {_describe(names, with_all)}"
         )
-    return _index(names, given, flag, with_all=False)
+    return _index(names, given, flag, with_all)
 
 
 def choose_styles(names: Sequence[str], style: str | None, mix: str | None) -> list[StyleChoice]:

@@ -10,6 +10,7 @@ const state = {
   file: null,       // the chosen photo (a File or Blob)
   baseName: "photo",
   model: null,      // the selected model's name
+  models: {},       // GET /v1/models, by name
   originalUrl: null,
   resultUrl: null,
   busy: false,
@@ -101,7 +102,10 @@ function buildGallery(models) {
     gallery.textContent = "This service has no models loaded.";
     return;
   }
-  for (const model of models) gallery.append(styleCard(model));
+  for (const model of models) {
+    state.models[model.name] = model;
+    gallery.append(styleCard(model));
+  }
   selectModel(models[0].name);
 }
 
@@ -110,7 +114,27 @@ function selectModel(name) {
   for (const card of document.querySelectorAll(".style-card")) {
     card.setAttribute("aria-checked", String(card.dataset.model === name));
   }
+  updateBlend();
   updateButton();
+}
+
+// A style of a multi-style model can be blended with its other styles (?mix=).
+function updateBlend() {
+  const model = state.models[state.model];
+  const others = model ? (model.styles || []).filter((style) => style !== model.style) : [];
+  $("blend-field").hidden = others.length === 0;
+  const select = $("blend-with");
+  select.textContent = "";
+  for (const style of others) select.append(new Option(style, style));
+  $("blend-amount").value = "0";
+  $("blend-value").textContent = "0%";
+}
+
+function blendParameter() {
+  const model = state.models[state.model];
+  const amount = Number($("blend-amount").value);
+  if ($("blend-field").hidden || !amount || !$("blend-with").value) return null;
+  return `${model.style}:${100 - amount},${$("blend-with").value}:${amount}`;
 }
 
 // -------------------------------------------------------------------------- the photo
@@ -152,6 +176,7 @@ function clearResult() {
   state.resultUrl = null;
   $("result").hidden = true;
   $("result").removeAttribute("src");
+  $("result").dataset.loaded = "false";
   $("result-empty").hidden = false;
   $("download").hidden = true;
   $("timing").textContent = "";
@@ -245,6 +270,8 @@ function requestUrl() {
   if ($("size").value) params.set("size", $("size").value);
   if ($("format").value) params.set("format", $("format").value);
   if ($("preserve-color").checked) params.set("preserve_color", "true");
+  const mix = blendParameter();
+  if (mix) params.set("mix", mix);
   return `/v1/stylize?${params}`;
 }
 
@@ -318,6 +345,9 @@ async function start() {
     stylize();
   });
   $("api-key").value = sessionStorage.getItem("fnst-api-key") || "";
+  $("blend-amount").addEventListener("input", () => {
+    $("blend-value").textContent = `${$("blend-amount").value}%`;
+  });
   try {
     const [info, models] = await Promise.all([getJSON("/v1/info"), getJSON("/v1/models")]);
     state.info = info;
