@@ -22,13 +22,16 @@ import numpy as np
 import pytest
 from conftest import PHOTOS_DIR, REAL_VGG_NPZ, SHARED_DATA
 from flax import nnx
+from PIL import Image
 from stylize_helpers import (
     TEST_PAD,
     make_test_model,
     natural_image,
+    save,
     save_multi_style_test_model,
     save_test_model,
 )
+from stylize_helpers import run as run_stylize
 
 from fnst_jax import deploy, export, image_io
 from fnst_jax.deploy import FLOAT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, cli, stablehlo, verify
@@ -523,6 +526,20 @@ def test_style_input_file_computes_every_style_and_mix(tmp_path, capsys, fmt):
         properties = {p.key: p.value for p in onnx_model.metadata_props}
         assert properties["styles"] == ",".join(names) and properties["style_input"] == "style"
         assert [i.name for i in onnx_model.graph.input] == [INPUT_NAME, deploy.STYLE_INPUT_NAME]
-        assert not onnx_model.functions  # no tiling functions: stylize.py says what to do
-        with pytest.raises(UserError, match="takes a style input"):
-            loading.load_stylizer(output)
+        assert not onnx_model.functions  # no tiling functions: tiling is refused, in words
+        # stylize.py runs the file in each style and in a mix, as it runs the .npz model.
+        photo = save(tmp_path / "photo.png", natural_image(29, 41, seed=5))
+        for extra, suffixes in (
+            (["--style=all"], names),
+            (["--style-mix=dots:1,lines:1"], ["dots50-lines50"]),
+        ):
+            for source in (model_path, output):
+                assert run_stylize(source, tmp_path / source.suffix, photo, extra=extra) == 0
+            for suffix in suffixes:
+                expected = np.asarray(Image.open(tmp_path / ".npz" / f"photo_trio_{suffix}.png"))
+                got = np.asarray(Image.open(tmp_path / ".onnx" / f"photo_trio_{suffix}.png"))
+                assert np.abs(got.astype(int) - expected).max() <= 1, suffix
+        stylizer = loading.load_stylizer(output, max_pixels=100)
+        assert stylizer.style_names == list(names)
+        with pytest.raises(UserError, match="cannot tile images above --max-pixels"):
+            stylizer.with_style(1).stylize(natural_image(20, 24))

@@ -19,12 +19,16 @@ What differs from the JAX engine:
     saying to export it again).
   * Untiled images need sides of at least the model's `min_side` px (3 with any training
     pad; `onnx_graph.smallest_side`).
+  * A multi-style model exported with `--style-input` stylizes in style 0 unless told
+    (`with_style`: an index or a mix, fed as its `style` input); it has no tiling functions,
+    so images above `max_pixels` are refused (a UserError saying what to do).
 The output is the JAX engine's within 1/255 after rounding (the exporter verified the file,
 tiling included; tests/test_deploy_stylize.py checks the command line).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +43,7 @@ from fnst_jax.deploy import (
     INTERIOR_INPUT,
     MOMENTS_FUNCTION,
     NUM_NORM_LAYERS,
+    STYLE_INPUT_NAME,
     TILE_FUNCTION,
     TILE_INPUT,
     TILE_OUTPUT,
@@ -107,15 +112,12 @@ class OnnxStylizer:
             raise OnnxModelError(f"{path}: onnxruntime cannot load it ({e})") from e
         properties = self.session.get_modelmeta().custom_metadata_map
         inputs = self.session.get_inputs()
-        if "style_input" in properties:  # a multi-style file (export --style-input)
-            raise OnnxModelError(
-                f"{path}: takes a style input (styles {properties.get('styles', '?')}), which "
-                "stylize.py does not feed; stylize with the .npz model and --style, or export "
-                "one style with --style"
-            )
+        # A multi-style model exported with --style-input takes each image's style weights.
+        self.style_input = "style_input" in properties
+        expected = [INPUT_NAME, STYLE_INPUT_NAME] if self.style_input else [INPUT_NAME]
         if (
             "fnst_jax_version" not in properties
-            or [i.name for i in inputs] != [INPUT_NAME]
+            or [i.name for i in inputs] != expected
             or inputs[0].type != "tensor(uint8)"
         ):
             raise OnnxModelError(
@@ -124,8 +126,12 @@ class OnnxStylizer:
         self.path = path
         self.properties = dict(properties)
         self.pad = int(properties.get("pad", 0))
-        self.num_styles = 1  # an exported file holds one style (`deploy.cli --style`)
-        self.style_names = [properties.get("style") or "style"]
+        if self.style_input:
+            self.style_names = properties.get("styles", "").split(",")
+        else:  # one style or mix, chosen at export (`deploy.cli --style`)
+            self.style_names = [properties.get("style") or "style"]
+        self.num_styles = len(self.style_names)
+        self.style = np.eye(self.num_styles, dtype=np.float32)[0]  # style 0 unless told
         self.min_side = int(properties.get("min_side", 1))
         self.batch_size = max(1, int(batch_size))
         self.max_pixels = int(max_pixels)
@@ -135,6 +141,24 @@ class OnnxStylizer:
         self._functions: FunctionSessions | None = None  # made when an image needs tiles
 
     # -- the API (as engine.Stylizer)
+
+    def with_style(self, style: int | Sequence[float]) -> OnnxStylizer:
+        """A copy (sharing the session) that stylizes in another style (an index) or mix (one
+        non-negative weight per style; the file normalises them) of a --style-input file."""
+        if isinstance(style, (int, np.integer)):
+            if not 0 <= style < self.num_styles:
+                raise OnnxModelError(f"{self.path}: no style {style} ({self.num_styles} styles)")
+            weights = np.eye(self.num_styles, dtype=np.float32)[style]
+        else:
+            weights = np.asarray(style, np.float32).reshape(-1)
+            if weights.size != self.num_styles or np.any(weights < 0) or weights.sum() <= 0:
+                raise OnnxModelError(
+                    f"{self.path}: style weights {list(weights)} for {self.num_styles} styles "
+                    "(one non-negative weight per style, not all zero)"
+                )
+        other = copy.copy(self)
+        other.style = weights
+        return other
 
     def stylize(self, image: np.ndarray, *, preserve_color: bool = False) -> np.ndarray:
         """One uint8 (H, W, 3) RGB image -> the stylized uint8 (H, W, 3)."""
@@ -194,7 +218,10 @@ class OnnxStylizer:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) -> the model's float32 output (N, H, W, 3)."""
-        return self.session.run([FLOAT_OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        feeds = {INPUT_NAME: batch}
+        if self.style_input:
+            feeds[STYLE_INPUT_NAME] = np.tile(self.style, (len(batch), 1))
+        return self.session.run([FLOAT_OUTPUT_NAME], feeds)[0]
 
     def _stylize_floats(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Images above max_pixels in tiles, one by one; the others by size, batched."""
@@ -223,6 +250,12 @@ class OnnxStylizer:
 
     def functions(self) -> FunctionSessions:
         """The file's tiling functions in onnxruntime (read on first use)."""
+        if self.style_input:
+            raise OnnxModelError(
+                f"{self.path}: a file exported with --style-input cannot tile images above "
+                f"--max-pixels ({self.max_pixels}); raise --max-pixels, or stylize with the "
+                ".npz model"
+            )
         if self._functions is None:
             self._functions = FunctionSessions(self.path, self.providers)
         return self._functions
