@@ -415,9 +415,7 @@ def _model_styles(flag: Mapping[str, Any]) -> list[str | None]:
     return export.style_names(meta, model.num_styles) if model.num_styles > 1 else [None]
 
 
-def _setup(
-    flag: Mapping[str, Any], model_style: str | None = None
-) -> tuple[Evaluator, dict[str, Any]]:
+def _setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator, dict[str, Any]]:
     """The evaluator and report header of the model in `model_style` (None: a one-style
     model as it is)."""
     model, meta = export.load_model(flag["model"])  # export.ModelFileError: a UserError

@@ -223,7 +223,7 @@ def _model(flag: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any] | None]:
         return stylizer, None, None  # an .onnx file has no training metadata to score with
     from fnst_jax import evaluate
 
-    evaluator, report = evaluate._setup(flag)
+    evaluator, report = evaluate._setup(flag, flag["model-style"])
     keep = ("style_image", "style_size", "loss", "vgg", "pad")
     return stylizer, evaluator, {key: report[key] for key in keep if key in report}
 

@@ -304,7 +304,8 @@ def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeyp
             "model": str(model_file), "style-layers": None, "vgg-weights": None,
             "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": True,
             "image-size": None, "baseline-optimizer": "lbfgs", "baseline-init": "content",
-        }
+        },
+        None,
     )  # fmt: skip
     image = jnp.asarray(np.asarray(Image.open(tmp_path / "c.png")), jnp.float32)[None]
     stylized, _ = evaluator.stylize(image)

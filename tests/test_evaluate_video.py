@@ -13,12 +13,14 @@ import json
 
 import numpy as np
 import pytest
+from flax import nnx
 from PIL import Image
 from stylize_helpers import make_test_model, natural_image
 
 from fnst_jax import evaluate, export, temporal, vgg_weights, video
 from fnst_jax.losses import LossSpec
 from fnst_jax.stylize import loading
+from fnst_jax.transformer_net import TransformerNet
 
 pytest.importorskip("cv2")
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -199,3 +201,34 @@ def test_bad_inputs_are_named(clip, tmp_path, capsys):
     ):
         code, err = run(*arguments)
         assert code == 2 and err.startswith("error: ") and message in err, (arguments, err)
+
+
+def test_one_style_of_a_multi_style_model(clip, small_vgg, tmp_path, monkeypatch, capsys):
+    """--model-style picks a style of a multi-style model: its frames, and its style loss
+    against that style's image and balanced weight (the image mode's setup)."""
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: small_vgg)
+    styles = []
+    for name, seed in (("dots", 9), ("waves", 4)):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(natural_image(36, 44, seed=seed)).save(path)
+        styles.append({"name": name, "image": str(path), "thumbnail": ""})
+    meta = {
+        "pad": 4,
+        "image_size": 32,
+        "style_image": styles[0]["image"],
+        "style_size": 36,
+        "styles": styles,
+        "loss": dataclasses.asdict(dataclasses.replace(SPEC, style_weights=(1.0, 2.0))),
+        "vgg": {"weights": "random", "preprocessing": "torch"},
+    }
+    model_file = export.save_model(
+        tmp_path / "duo.npz", TransformerNet(num_styles=2, rngs=nnx.Rngs(0)), meta
+    )
+    report = tmp_path / "duo.json"
+    argv = ["evaluate", "--model", str(model_file), "--video", str(clip), "--json", str(report)]
+    assert evaluate.main(argv) == 2  # which style? (the error lists them)
+    assert "choose one with --model-style" in capsys.readouterr().err
+    assert evaluate.main([*argv, "--model-style", "waves"]) == 0, capsys.readouterr().err
+    document = json.loads(report.read_text())
+    assert document["style"]["style_image"] == styles[1]["image"]
+    assert document["style"]["loss"]["style_weight"] == 2.0
