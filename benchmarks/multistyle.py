@@ -62,6 +62,11 @@ def parse_args() -> argparse.Namespace:
         help="default: the first single-style run's data.validation_fraction",
     )
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--grid",
+        help="write a JPEG: per held-out photo (up to 3), the photo, then each style's "
+        "single-style and multi-style output, then the 50/50 mixes of styles 1+2 and 3+4",
+    )
     return parser.parse_args()
 
 
@@ -145,11 +150,11 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     multi_logged = logged_validation(args.multi)
-    pure_outputs, per_style = {}, {}
+    pure_outputs, single_outputs, per_style = {}, {}, {}
     for index, name in enumerate(names):
         path, single, meta = singles[name]
         scorer = Scorer(meta, vgg, photos)
-        _, single_terms = scorer.run(single)
+        single_outputs[name], single_terms = scorer.run(single)
         pure_outputs[name], multi_terms = scorer.run(single_style_model(multi, index))
         single_last = logged_validation(path)[-1] if logged_validation(path) else {}
         multi_last = multi_logged[-1] if multi_logged else {}
@@ -195,11 +200,12 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     print("\n3. 50/50 mixes: Gram distance to each pure output vs between the pure outputs")
     print("| mix | to first | to second | between pure | between? |")
     print("|---|---:|---:|---:|---|")
-    mixes = {}
+    mixes, mixed_outputs = {}, {}
     for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
         weights = [0.0] * len(names)
         weights[i] = weights[j] = 0.5
         mixed, _ = Scorer(singles[a][2], vgg, photos).run(single_style_model(multi, weights))
+        mixed_outputs[(i, j)] = mixed
         mix_grams = output_grams(vgg, mixed)
         figures = {
             "to_first": distance(mix_grams, grams[a]),
@@ -215,6 +221,20 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
             f"| {figures['between_pure']:.3g} | {'yes' if figures['between'] else 'NO'} |"
         )
     report["mixes"] = mixes
+    if args.grid:
+        columns = [photos]
+        for name in names:
+            columns += [single_outputs[name], pure_outputs[name]]
+        columns += [mixed_outputs[pair] for pair in ((0, 1), (2, 3)) if pair in mixed_outputs]
+        count = min(3, len(photos))
+        rows = [[image_io.to_uint8(column[i]) for column in columns] for i in range(count)]
+        grid = np.asarray(evaluate.make_grid(rows, height=photos.shape[1]))
+        image_io.write_image(args.grid, grid)
+        print(
+            f"wrote {args.grid}: columns photo, "
+            + ", ".join(f"{name} single, {name} multi" for name in names)
+            + ", 50/50 mixes of styles 1+2 and 3+4"
+        )
     if args.base and args.extended:
         report["added_style"] = compare_added_style(args, singles, vgg, photos)
     report["size"] = sizes(args)
