@@ -17,8 +17,10 @@ training size as validation does, and prints:
    output clipped to the pixel range), means over the photos; and the last validation of each
    run as logged in `metrics.jsonl` (4 of those photos).
 2. **Whose style is it?** The Gram distance (`fnst_jax.quality`: relu1_1, relu2_1, relu3_1,
-   Grams normalised by C*H*W, each style image resized to the photos' size) of the multi-style
-   model's output in each style to each style image; the own style must be the closest.
+   Grams normalised by C*H*W, each style image resized to the photos' size) of the output in
+   each style to each style image, for the multi-style model and the single-style models; and
+   the same as a reduction (the photos' distance to that style image over the output's), which
+   does not favour style images whose Grams are small.
 3. **Mixes.** For each pair of styles, the multi-style model's 50/50 mix: its Gram distance to
    each pure output, against the distance between the two pure outputs (per photo, then the
    mean); a mix lies between the pure styles when both are below.
@@ -186,16 +188,14 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
         style_rgb = image_io.read_image(singles[name][2]["style_image"]).rgb
         style_grams[name] = quality.StyleTargets(vgg, style_rgb).at(size)
     grams = {name: output_grams(vgg, outputs) for name, outputs in pure_outputs.items()}
-    print("\n2. Gram distance of the multi-style output (row) to each style image (column)")
-    print("| output \\ style | " + " | ".join(names) + " | closest |")
-    print("|---|" + "---:|" * (len(names) + 1))
-    distances = {}
-    for name in names:
-        distances[name] = {other: distance(grams[name], style_grams[other]) for other in names}
-        closest = min(distances[name], key=distances[name].get)
-        cells = " | ".join(f"{distances[name][other]:.3g}" for other in names)
-        print(f"| {name} | {cells} | {closest}{'' if closest == name else ' (not own)'} |")
-    report["gram_distance_to_styles"] = distances
+    photo_grams = output_grams(vgg, photos)
+    to_styles = {}
+    for model, outputs_grams in (
+        ("multi", grams),
+        ("single", {name: output_grams(vgg, single_outputs[name]) for name in names}),
+    ):
+        to_styles[model] = style_table(model, names, outputs_grams, style_grams, photo_grams)
+    report["gram_distance_to_styles"] = to_styles
 
     print("\n3. 50/50 mixes: Gram distance to each pure output vs between the pure outputs")
     print("| mix | to first | to second | between pure | between? |")
@@ -238,6 +238,37 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     if args.base and args.extended:
         report["added_style"] = compare_added_style(args, singles, vgg, photos)
     report["size"] = sizes(args)
+
+
+def style_table(
+    model: str,
+    names: list[str],
+    outputs_grams: dict[str, Any],
+    style_grams: dict[str, Any],
+    photo_grams: dict[str, Any],
+) -> dict[str, Any]:
+    """Section 2 for one model kind: the Gram distance of each style's output to each style
+    image, and the same as a reduction (the photos' distance to that style image over the
+    output's: how far the output moved toward it, whatever the image's Gram magnitude)."""
+    distances, reductions = {}, {}
+    for name in names:
+        distances[name] = {t: distance(outputs_grams[name], style_grams[t]) for t in names}
+        reductions[name] = {
+            t: distance(photo_grams, style_grams[t]) / distances[name][t] for t in names
+        }
+    for title, table, best in (
+        ("Gram distance", distances, min),
+        ("reduction toward each style (photo's distance / output's)", reductions, max),
+    ):
+        print(f"\n2. {model}-style outputs (rows) and style images (columns): {title}")
+        print("| output \\ style | " + " | ".join(names) + " | own style best? |")
+        print("|---|" + "---:|" * len(names) + "---|")
+        for name in names:
+            chosen = best(table[name], key=table[name].get)
+            cells = " | ".join(f"{table[name][other]:.3g}" for other in names)
+            verdict = "yes" if chosen == name else f"NO ({chosen})"
+            print(f"| {name} | {cells} | {verdict} |")
+    return {"distance": distances, "reduction": reductions}
 
 
 def compare_added_style(
