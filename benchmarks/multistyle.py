@@ -3,7 +3,7 @@ acceptance measurement), on the photos held out from training.
 
     python benchmarks/multistyle.py \
         --singles runs/single_candy runs/single_mosaic runs/single_starry-night runs/single_udnie \
-        --multi runs/four --base runs/three --extended runs/three_plus \
+        --multi runs/four --base runs/three --extended runs/three_plus [more ...] \
         [--photos ../shared/data/photos] [--json multistyle.json]
 
 Arguments are training workdirs (their `model.npz` and `metrics.jsonl` are read) or model
@@ -55,7 +55,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--singles", nargs="+", required=True, help="one-style workdirs/models")
     parser.add_argument("--multi", required=True, help="the multi-style workdir or model")
     parser.add_argument("--base", help="a multi-style model that a style was added to")
-    parser.add_argument("--extended", help="the workdir of the run that added it")
+    parser.add_argument(
+        "--extended", nargs="*", default=[], help="the workdir(s) of the run(s) that added one"
+    )
     parser.add_argument("--photos", default="../shared/data/photos")
     parser.add_argument(
         "--validation-fraction",
@@ -235,8 +237,11 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
             + ", ".join(f"{name} single, {name} multi" for name in names)
             + ", 50/50 mixes of styles 1+2 and 3+4"
         )
-    if args.base and args.extended:
-        report["added_style"] = compare_added_style(args, singles, vgg, photos)
+    if args.base:
+        report["added_style"] = {
+            path: compare_added_style(args.base, path, singles, vgg, photos)
+            for path in args.extended
+        }
     report["size"] = sizes(args)
 
 
@@ -272,14 +277,14 @@ def style_table(
 
 
 def compare_added_style(
-    args: argparse.Namespace, singles: dict[str, Any], vgg: Any, photos: np.ndarray
+    base_path: str, extended_path: str, singles: dict[str, Any], vgg: Any, photos: np.ndarray
 ) -> dict[str, Any]:
-    base, base_meta = export.load_model(model_file(args.base))
-    extended, meta = export.load_model(model_file(args.extended))
+    base, base_meta = export.load_model(model_file(base_path))
+    extended, meta = export.load_model(model_file(extended_path))
     base_names = export.style_names(base_meta, base.num_styles)
     names = export.style_names(meta, extended.num_styles)
     print(
-        f"\n4. adding a style: {args.base} ({', '.join(base_names)}) -> {args.extended} "
+        f"\n4. adding a style: {base_path} ({', '.join(base_names)}) -> {extended_path} "
         f"({', '.join(names)})"
     )
     unchanged = {}
@@ -295,7 +300,7 @@ def compare_added_style(
         single_final = logged_validation(single_path)[-1]["raw_style"]
         curve = [
             (r["step"], r[f"{name}/raw_style"] if f"{name}/raw_style" in r else r["raw_style"])
-            for r in logged_validation(args.extended)
+            for r in logged_validation(extended_path)
         ]
         within = [step for step, value in curve if value <= ADDED_STYLE_BOUND * single_final]
         single_steps = logged_validation(single_path)[-1]["step"]
@@ -334,9 +339,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     print("| model | styles | parameters | file bytes |")
     print("|---|---:|---:|---:|")
     result = {}
-    for path in [*args.singles, args.multi, *([args.base, args.extended] if args.base else [])]:
-        if path is None:
-            continue
+    for path in [*args.singles, args.multi, *([args.base, *args.extended] if args.base else [])]:
         file = model_file(path)
         model, _ = export.load_model(file)
         result[str(file)] = {

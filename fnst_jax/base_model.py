@@ -3,7 +3,7 @@
     python train.py --config configs/photos_mosaic.py --workdir runs/four \
         --config.init_from=runs/three/model.npz \
         --config.style_images="('../shared/data/styles/udnie.jpg',)" \
-        --config.train.only_norm_params=True
+        --config.train.only_norm_params=True --config.train.lr=1e-2 --config.train.steps=100
 
 The new model holds the base model's styles first, in their order, then the run's
 `style_images`. Its convolutions and the base styles' norm rows start as the base model's;
@@ -12,7 +12,10 @@ closer to where training ends than the identity rows of a fresh norm). With
 `train.only_norm_params` the step updates the new rows only (`train_step.trainable_mask`):
 the base styles' outputs stay bit-identical and one style costs 3,200 parameters (the scale
 and shift of 15 norms, 1,600 channels in all; 12.8 kB in float32). Without it every
-parameter trains, and the base styles drift.
+parameter trains, and the base styles drift. Give norm-only training a larger learning rate
+than a full run (README, "Many styles in one model": starry-night added to a 3-style model
+reached 1.40x its single-style model's validation style loss in 50 steps at lr 1e-2, and was
+still at 2.48x at the quick start's 2e-3).
 """
 
 from __future__ import annotations
