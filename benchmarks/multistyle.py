@@ -34,6 +34,7 @@ training size as validation does, and prints:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -74,8 +75,22 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def model_file(path: str) -> Path:
-    return export.resolve_model_path(path)
+@dataclasses.dataclass
+class Run:
+    """A model given on the command line: its file, the loaded model and metadata, and its
+    workdir's logged validation records ([] for a model file)."""
+
+    path: str
+    file: Path
+    model: TransformerNet
+    meta: dict[str, Any]
+    validation: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str) -> Run:
+        file = export.resolve_model_path(path)
+        model, meta = export.load_model(file)
+        return cls(path, file, model, meta, logged_validation(path))
 
 
 def logged_validation(path: str) -> list[dict[str, Any]]:
@@ -116,30 +131,27 @@ class Scorer:
         return np.asarray(outputs), {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
-def output_grams(vgg: Any, outputs: np.ndarray) -> dict[str, Any]:
-    return quality.image_grams(vgg, jnp.asarray(outputs))
-
-
 def distance(vgg_grams_a: dict[str, Any], vgg_grams_b: dict[str, Any]) -> float:
     """Mean over photos of the Gram distance at the quality style layers."""
     return float(np.mean(quality.gram_distance(vgg_grams_a, vgg_grams_b, quality.STYLE_LAYERS)))
 
 
 def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    multi, multi_meta = export.load_model(model_file(args.multi))
-    names = export.style_names(multi_meta, multi.num_styles)
-    singles = {}
+    multi_run = Run.load(args.multi)
+    multi = multi_run.model
+    names = export.style_names(multi_run.meta, multi.num_styles)
+    singles: dict[str, Run] = {}
     for path in args.singles:
-        model, meta = export.load_model(model_file(path))
-        singles[export.style_names(meta)[0]] = (path, model, meta)
+        run = Run.load(path)
+        singles[export.style_names(run.meta)[0]] = run
     missing = [name for name in names if name not in singles]
     if missing:
         raise SystemExit(f"no single-style model given for style(s) {', '.join(missing)}")
-    first_meta = singles[names[0]][2]
+    first_meta = singles[names[0]].meta
     vgg = vgg_weights.load_vgg(first_meta["vgg"]["weights"], first_meta["vgg"]["preprocessing"])
     fraction = args.validation_fraction
     if fraction is None:
-        config = json.loads((Path(singles[names[0]][0]) / "config.json").read_text())
+        config = json.loads((Path(singles[names[0]].path) / "config.json").read_text())
         fraction = float(config["data"]["validation_fraction"])
     photo_names, photos = held_out_photos(args.photos, fraction, int(first_meta["image_size"]))
     report["photos"] = photo_names
@@ -153,15 +165,14 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
         "| logged val. style ratio | content ratio |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    multi_logged = logged_validation(args.multi)
+    scorers = {name: Scorer(run.meta, vgg, photos) for name, run in singles.items()}
     pure_outputs, single_outputs, per_style = {}, {}, {}
     for index, name in enumerate(names):
-        path, single, meta = singles[name]
-        scorer = Scorer(meta, vgg, photos)
-        single_outputs[name], single_terms = scorer.run(single)
+        scorer = scorers[name]
+        single_outputs[name], single_terms = scorer.run(singles[name].model)
         pure_outputs[name], multi_terms = scorer.run(single_style_model(multi, index))
-        single_last = logged_validation(path)[-1] if logged_validation(path) else {}
-        multi_last = multi_logged[-1] if multi_logged else {}
+        single_last = singles[name].validation[-1] if singles[name].validation else {}
+        multi_last = multi_run.validation[-1] if multi_run.validation else {}
         logged = {
             term: multi_last[f"{name}/raw_{term}"] / single_last[f"raw_{term}"]
             for term in ("style", "content")
@@ -187,40 +198,41 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     size = max(photos.shape[1:3])
     style_grams = {}
     for name in names:
-        style_rgb = image_io.read_image(singles[name][2]["style_image"]).rgb
+        style_rgb = image_io.read_image(singles[name].meta["style_image"]).rgb
         style_grams[name] = quality.StyleTargets(vgg, style_rgb).at(size)
-    grams = {name: output_grams(vgg, outputs) for name, outputs in pure_outputs.items()}
-    photo_grams = output_grams(vgg, photos)
+    grams = {name: quality.image_grams(vgg, outputs) for name, outputs in pure_outputs.items()}
+    photo_grams = quality.image_grams(vgg, photos)
     to_styles = {}
     for model, outputs_grams in (
         ("multi", grams),
-        ("single", {name: output_grams(vgg, single_outputs[name]) for name in names}),
+        ("single", {name: quality.image_grams(vgg, single_outputs[name]) for name in names}),
     ):
         to_styles[model] = style_table(model, names, outputs_grams, style_grams, photo_grams)
     report["gram_distance_to_styles"] = to_styles
 
     print("\n3. 50/50 mixes: Gram distance to each pure output vs between the pure outputs")
-    print("| mix | to first | to second | between pure | between? |")
-    print("|---|---:|---:|---:|---|")
+    print("| mix | to first | to second | between pure | larger / between | between? |")
+    print("|---|---:|---:|---:|---:|---|")
     mixes, mixed_outputs = {}, {}
     for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
         weights = [0.0] * len(names)
         weights[i] = weights[j] = 0.5
-        mixed, _ = Scorer(singles[a][2], vgg, photos).run(single_style_model(multi, weights))
+        mixed, _ = scorers[a].run(single_style_model(multi, weights))
         mixed_outputs[(i, j)] = mixed
-        mix_grams = output_grams(vgg, mixed)
+        mix_grams = quality.image_grams(vgg, mixed)
         figures = {
             "to_first": distance(mix_grams, grams[a]),
             "to_second": distance(mix_grams, grams[b]),
             "between_pure": distance(grams[a], grams[b]),
         }
-        figures["between"] = (
-            max(figures["to_first"], figures["to_second"]) < figures["between_pure"]
-        )
+        larger = max(figures["to_first"], figures["to_second"]) / figures["between_pure"]
+        figures["larger_over_between"] = larger
+        figures["between"] = larger < 1
         mixes[f"{a}+{b}"] = figures
         print(
             f"| {a} + {b} | {figures['to_first']:.3g} | {figures['to_second']:.3g} "
-            f"| {figures['between_pure']:.3g} | {'yes' if figures['between'] else 'NO'} |"
+            f"| {figures['between_pure']:.3g} | {larger:.2f} "
+            f"| {'yes' if figures['between'] else 'NO'} |"
         )
     report["mixes"] = mixes
     if args.grid:
@@ -237,12 +249,16 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
             + ", ".join(f"{name} single, {name} multi" for name in names)
             + ", 50/50 mixes of styles 1+2 and 3+4"
         )
+    runs = [*singles.values(), multi_run]
     if args.base:
+        base = Run.load(args.base)
+        extended = [Run.load(path) for path in args.extended]
         report["added_style"] = {
-            path: compare_added_style(args.base, path, singles, vgg, photos)
-            for path in args.extended
+            run.path: compare_added_style(base, run, singles, scorers, per_style)
+            for run in extended
         }
-    report["size"] = sizes(args)
+        runs += [base, *extended]
+    report["size"] = sizes(runs)
 
 
 def style_table(
@@ -277,36 +293,36 @@ def style_table(
 
 
 def compare_added_style(
-    base_path: str, extended_path: str, singles: dict[str, Any], vgg: Any, photos: np.ndarray
+    base: Run,
+    extended: Run,
+    singles: dict[str, Run],
+    scorers: dict[str, Scorer],
+    per_style: dict[str, Any],
 ) -> dict[str, Any]:
-    base, base_meta = export.load_model(model_file(base_path))
-    extended, meta = export.load_model(model_file(extended_path))
-    base_names = export.style_names(base_meta, base.num_styles)
-    names = export.style_names(meta, extended.num_styles)
+    base_names = export.style_names(base.meta, base.model.num_styles)
+    names = export.style_names(extended.meta, extended.model.num_styles)
     print(
-        f"\n4. adding a style: {base_path} ({', '.join(base_names)}) -> {extended_path} "
+        f"\n4. adding a style: {base.path} ({', '.join(base_names)}) -> {extended.path} "
         f"({', '.join(names)})"
     )
     unchanged = {}
     for index, name in enumerate(base_names):
-        scorer = Scorer(singles[name][2], vgg, photos)
-        before, _ = scorer.run(single_style_model(base, index))
-        after, _ = scorer.run(single_style_model(extended, index))
+        before, _ = scorers[name].run(single_style_model(base.model, index))
+        after, _ = scorers[name].run(single_style_model(extended.model, index))
         unchanged[name] = float(np.max(np.abs(before - after)))
         print(f"   {name}: largest output difference {unchanged[name]:.3g} (0 = bit-identical)")
     result: dict[str, Any] = {"base_styles_max_difference": unchanged, "new_styles": {}}
     for name in names[len(base_names) :]:
-        single_path = singles[name][0]
-        single_final = logged_validation(single_path)[-1]["raw_style"]
+        single_last = singles[name].validation[-1]
+        single_final = single_last["raw_style"]
         curve = [
             (r["step"], r[f"{name}/raw_style"] if f"{name}/raw_style" in r else r["raw_style"])
-            for r in logged_validation(extended_path)
+            for r in extended.validation
         ]
         within = [step for step, value in curve if value <= ADDED_STYLE_BOUND * single_final]
-        single_steps = logged_validation(single_path)[-1]["step"]
         print(
             f"   {name}: validation raw style loss of the single-style model at its step "
-            f"{single_steps}: {single_final:,.0f}"
+            f"{single_last['step']}: {single_final:,.0f}"
         )
         print("   | step | raw style | / single |")
         print("   |---:|---:|---:|")
@@ -314,10 +330,11 @@ def compare_added_style(
             print(f"   | {step} | {value:,.0f} | {value / single_final:.2f}x |")
         first = within[0] if within else None
         print(f"   first step within {ADDED_STYLE_BOUND}x: {first}")
-        index = names.index(name)
-        scorer = Scorer(singles[name][2], vgg, photos)
-        _, single_terms = scorer.run(singles[name][1])
-        _, added_terms = scorer.run(single_style_model(extended, index))
+        if name in per_style:  # section 1 scored it: the same objective and photos
+            single_terms = per_style[name]["single"]
+        else:
+            single_terms = scorers[name].run(singles[name].model)[1]
+        _, added_terms = scorers[name].run(single_style_model(extended.model, names.index(name)))
         ratio = added_terms["style_loss"] / single_terms["style_loss"]
         content = added_terms["content_loss"] / single_terms["content_loss"]
         print(
@@ -334,21 +351,18 @@ def compare_added_style(
     return result
 
 
-def sizes(args: argparse.Namespace) -> dict[str, Any]:
+def sizes(runs: list[Run]) -> dict[str, Any]:
     print("\n5. size")
     print("| model | styles | parameters | file bytes |")
     print("|---|---:|---:|---:|")
     result = {}
-    for path in [*args.singles, args.multi, *([args.base, *args.extended] if args.base else [])]:
-        file = model_file(path)
-        model, _ = export.load_model(file)
-        result[str(file)] = {
-            "styles": model.num_styles,
-            "parameters": count_params(model),
-            "bytes": os.path.getsize(file),
+    for run in runs:
+        row = result[str(run.file)] = {
+            "styles": run.model.num_styles,
+            "parameters": count_params(run.model),
+            "bytes": os.path.getsize(run.file),
         }
-        row = result[str(file)]
-        print(f"| {file} | {row['styles']} | {row['parameters']:,} | {row['bytes']:,} |")
+        print(f"| {run.file} | {row['styles']} | {row['parameters']:,} | {row['bytes']:,} |")
     return result
 
 

@@ -55,7 +55,8 @@ from fnst_jax import image_io
 from fnst_jax.errors import UserError
 from fnst_jax.files import write_atomic
 from fnst_jax.losses import LossSpec
-from fnst_jax.transformer_net import StyleError, TransformerNet, num_styles_of
+from fnst_jax.stylize.styles import StyleError
+from fnst_jax.transformer_net import TransformerNet, num_styles_of
 
 FORMAT = "fnst_jax.model"
 VERSION = 1

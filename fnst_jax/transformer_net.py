@@ -47,7 +47,7 @@ import numpy as np
 from flax import nnx
 
 from fnst_jax import cpu_conv
-from fnst_jax.errors import UserError
+from fnst_jax.stylize.styles import StyleError, style_weights
 
 INSTANCE_NORM_EPSILON = 1e-5  # torch.nn.InstanceNorm2d's default
 # The network downsamples twice by 2, so inputs are reflect-padded to a multiple of this.
@@ -195,10 +195,6 @@ class ReflectConv(nnx.Module):
             x, kernel, cpu=cpu_conv.conv_for_cpu, default=cpu_conv.conv_same_cropped
         )
         return y + bias
-
-
-class StyleError(UserError, ValueError):
-    """A style input that does not fit the model (wrong length, negative, all zero)."""
 
 
 class InstanceNorm(nnx.Module):
@@ -400,30 +396,6 @@ def num_styles_of(params: Mapping[str, Any]) -> int:
             elif str(name).split("/")[-1] == "scale":
                 return 1 if np.ndim(value) == 1 else int(np.shape(value)[0])
     raise StyleError("no instance-norm scale in these parameters")
-
-
-def style_weights(
-    num_styles: int, selection: int | Sequence[float] | np.ndarray, batch: int = 1
-) -> np.ndarray:
-    """The style input for `batch` images: a style index (one-hot) or one weight per style,
-    normalised to sum to 1 -> float32 (batch, num_styles). Raises StyleError for an index
-    out of range, a wrong length, negative weights or weights that sum to zero."""
-    if isinstance(selection, (int, np.integer)):
-        if not 0 <= selection < num_styles:
-            raise StyleError(
-                f"style index {selection} is out of range: the model has "
-                f"{num_styles} style{'s' if num_styles != 1 else ''}"
-            )
-        weights = np.zeros(num_styles, np.float32)
-        weights[selection] = 1.0
-    else:
-        weights = np.asarray(selection, np.float64).reshape(-1)
-        if weights.size != num_styles:
-            raise StyleError(f"{weights.size} style weights for a {num_styles}-style model")
-        if np.any(weights < 0) or not np.all(np.isfinite(weights)) or weights.sum() <= 0:
-            raise StyleError(f"style weights must be >= 0 with a positive sum, got {list(weights)}")
-        weights = (weights / weights.sum()).astype(np.float32)
-    return np.broadcast_to(weights, (batch, num_styles)).copy()
 
 
 def single_style_model(model: TransformerNet, style: int | Sequence[float]) -> TransformerNet:

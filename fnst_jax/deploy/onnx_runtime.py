@@ -61,6 +61,7 @@ from fnst_jax.stylize.loading import (
     DEFAULT_TILE,
     TILE_STATISTICS,
 )
+from fnst_jax.stylize.styles import style_weights
 from fnst_jax.stylize.tiling import NormStatistics, Summary
 
 
@@ -131,7 +132,7 @@ class OnnxStylizer:
         else:  # one style or mix, chosen at export (`deploy.cli --style`)
             self.style_names = [properties.get("style") or "style"]
         self.num_styles = len(self.style_names)
-        self.style = np.eye(self.num_styles, dtype=np.float32)[0]  # style 0 unless told
+        self.style = style_weights(self.num_styles, 0)[0]  # style 0 unless told
         self.min_side = int(properties.get("min_side", 1))
         self.batch_size = max(1, int(batch_size))
         self.max_pixels = int(max_pixels)
@@ -144,20 +145,9 @@ class OnnxStylizer:
 
     def with_style(self, style: int | Sequence[float]) -> OnnxStylizer:
         """A copy (sharing the session) that stylizes in another style (an index) or mix (one
-        non-negative weight per style; the file normalises them) of a --style-input file."""
-        if isinstance(style, (int, np.integer)):
-            if not 0 <= style < self.num_styles:
-                raise OnnxModelError(f"{self.path}: no style {style} ({self.num_styles} styles)")
-            weights = np.eye(self.num_styles, dtype=np.float32)[style]
-        else:
-            weights = np.asarray(style, np.float32).reshape(-1)
-            if weights.size != self.num_styles or np.any(weights < 0) or weights.sum() <= 0:
-                raise OnnxModelError(
-                    f"{self.path}: style weights {list(weights)} for {self.num_styles} styles "
-                    "(one non-negative weight per style, not all zero)"
-                )
+        weight per style) of a --style-input file (`styles.style_weights`; raises StyleError)."""
         other = copy.copy(self)
-        other.style = weights
+        other.style = style_weights(self.num_styles, style)[0]
         return other
 
     def stylize(self, image: np.ndarray, *, preserve_color: bool = False) -> np.ndarray:

@@ -63,14 +63,9 @@ from fnst_jax.stylize.loading import (  # noqa: F401 (re-exported: engine.load_s
     TILE_STATISTICS,
     load_stylizer,
 )
+from fnst_jax.stylize.styles import style_weights
 from fnst_jax.stylize.tiling import NormStatistics, Summary
-from fnst_jax.transformer_net import (
-    SIZE_MULTIPLE,
-    Moments,
-    NormControl,
-    TransformerNet,
-    style_weights,
-)
+from fnst_jax.transformer_net import SIZE_MULTIPLE, Moments, NormControl, TransformerNet
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -142,7 +137,7 @@ class Stylizer:
         tile_statistics: "exact" (the whole image's instance-norm statistics, computed
         over the tiles: the untiled result) or "approximate" (measured once on a copy
         shrunk to `max_pixels`: faster); see `tiling`. style: which style of a multi-style
-        model (an index, or one weight per style for a mix: `transformer_net.style_weights`);
+        model (an index, or one weight per style for a mix: `styles.style_weights`);
         ignored by a one-style model."""
         if tile_statistics not in TILE_STATISTICS:
             raise ValueError(
