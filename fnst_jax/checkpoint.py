@@ -226,23 +226,51 @@ def abstract_like(tree: Any) -> Any:
     )
 
 
-def restore_latest_params(workdir: str | os.PathLike) -> tuple[dict, dict] | None:
-    """(TransformerNet params as numpy, exported-model metadata) of the latest complete
-    checkpoint in `workdir`, or None when it has none. For stylizing from a run that has
-    not exported its model yet; reads only, on the host."""
+def _read_only_manager(workdir: str | os.PathLike) -> ocp.CheckpointManager | None:
+    """A read-only manager of WORKDIR/checkpoints, or None when there is no such folder."""
     root = Path(workdir).absolute() / CHECKPOINT_DIR
     if not root.is_dir():
         return None
-    manager = ocp.CheckpointManager(
+    return ocp.CheckpointManager(
         root,
         item_names=ITEMS,
         item_handlers=_handlers(),
-        options=ocp.CheckpointManagerOptions(read_only=True),
+        # Stated, not left to orbax (which warns when it has to override them).
+        options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False),
     )
+
+
+def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
+    """The steps of the complete checkpoints kept in `workdir`, ascending ([] when none)."""
+    manager = _read_only_manager(workdir)
+    if manager is None:
+        return []
     try:
-        step = manager.latest_step()
+        return sorted(manager.all_steps())
+    finally:
+        manager.close()
+
+
+def restore_params(workdir: str | os.PathLike, step: int | None = None) -> tuple[dict, dict] | None:
+    """(TransformerNet params as numpy, exported-model metadata) of checkpoint `step` in
+    `workdir` (None: the latest complete one), or None when it has none. For stylizing from
+    a run that has not exported its model yet, or from an earlier step than its model.npz;
+    reads only, on the host. A `step` that is not kept is a TrainingError listing those that
+    are."""
+    manager = _read_only_manager(workdir)
+    if manager is None:
+        return None
+    try:
+        steps = sorted(manager.all_steps())
         if step is None:
-            return None
+            if not steps:
+                return None
+            step = steps[-1]
+        elif step not in steps:
+            raise TrainingError(
+                f"{manager.directory}: no checkpoint of step {step} (kept: "
+                f"{', '.join(map(str, steps)) or 'none'})"
+            )
         restored = manager.restore(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(), run=ocp.args.JsonRestore()),

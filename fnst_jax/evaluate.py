@@ -176,9 +176,15 @@ def load_style_grams(
     return style_grams(vgg, jnp.asarray(style, jnp.float32)[None], layers)
 
 
-def prepare_image(image: np.ndarray, image_size: int | None) -> np.ndarray:
-    """Training's validation view: shorter side to `image_size`, centre square crop.
-    None keeps the image as it is (--full-size)."""
+def prepare_image(
+    image: np.ndarray, image_size: int | None, longest_side: int | None = None
+) -> np.ndarray:
+    """Training's validation view: shorter side to `image_size`, centre square crop; or, with
+    `longest_side`, the whole image resized (Lanczos) so that its longest side is that many
+    pixels (--longest-side: the size users stylize at). Both None keep the image as it is
+    (--full-size)."""
+    if longest_side is not None:
+        return quality.resize_longest_side(image, longest_side)
     if image_size is None:
         return image
     from fnst_jax.data.preprocess import resize_and_crop
@@ -363,6 +369,13 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         lower_bound=1,
         **fv,
     )
+    flags.DEFINE_integer(
+        "longest-side",
+        None,
+        "resize each whole image so that its longest side is this many pixels (no crop)",
+        lower_bound=1,
+        **fv,
+    )
     flags.DEFINE_boolean("full-size", False, "evaluate images at their size", **fv)
     flags.DEFINE_string(
         "baseline-iterations",
@@ -453,13 +466,19 @@ def _setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator,
     except image_io.ImageReadError as e:
         hint = "" if flag["style"] else " (the model's style image; pass --style to use another)"
         raise SetupError(f"{e}{hint}") from None
-    image_size = None if flag["full-size"] else (flag["image-size"] or int(meta["image_size"]))
+    longest_side = flag["longest-side"]
+    image_size = (
+        None
+        if flag["full-size"] or longest_side
+        else (flag["image-size"] or int(meta["image_size"]))
+    )
     report = {
         "model": str(flag["model"]),
         "model_style": meta.get("model_style"),
         "style_image": str(style),
         "style_size": style_size,
         "image_size": image_size,
+        "longest_side": longest_side,
         "loss": dataclasses.asdict(spec),
         "vgg": {"weights": weights, "preprocessing": vgg.preprocessing},
         "pad": int(meta["pad"]),
@@ -574,13 +593,14 @@ def matched_sentence(model_total: float, baseline: Mapping[str, float], optimise
 def _evaluate_image(
     path: Path,
     evaluator: Evaluator,
-    image_size: int | None,
+    report: Mapping[str, Any],
     iterations: Sequence[int],
     flag: Mapping[str, Any],
 ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
     """One image's report entry and grid row; raises the per-image errors (unreadable, too
     small, optimiser diverged), which main reports and skips."""
-    image = prepare_image(image_io.read_image(path).rgb, image_size)
+    rgb = image_io.read_image(path).rgb
+    image = prepare_image(rgb, report["image_size"], report["longest_side"])
     gatys.check_image_size(path, image, evaluator.spec)
     batch = jnp.asarray(image, jnp.float32)[None]
     stylized, (result,) = evaluator.evaluate(batch)
@@ -616,9 +636,7 @@ def _evaluate_style(
     print(_header(iterations), flush=True)
     for path in paths:
         try:
-            result, grid_row = _evaluate_image(
-                path, evaluator, report["image_size"], iterations, flag
-            )
+            result, grid_row = _evaluate_image(path, evaluator, report, iterations, flag)
         except PER_IMAGE_ERRORS as e:
             message = f"{path}: {str(e).removeprefix(f'{path}: ')}"
             if message not in failures:
@@ -654,8 +672,9 @@ def _run(flag_values: flags.FlagValues, positional: Sequence[str]) -> int:
         return evaluate_video.run(flag_values, positional)
     cli.require(flag_values, "model", "images")
     flag = flag_values.flag_values_dict()
-    if flag["image-size"] is not None and flag["full-size"]:
-        raise UsageError("--image-size and --full-size cannot be combined (see --help)")
+    views = [f"--{name}" for name in ("image-size", "longest-side", "full-size") if flag[name]]
+    if len(views) > 1:
+        raise UsageError(f"{' and '.join(views)} cannot be combined: give one (see --help)")
     iterations = parse_iterations(flag["baseline-iterations"])
     json_path, grid_path = _outputs(flag)
     model_styles = _model_styles(flag)

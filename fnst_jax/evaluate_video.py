@@ -154,8 +154,11 @@ def run(flag_values: flags.FlagValues, positional: Sequence[str]) -> int:
 def _check_flags(flag: Mapping[str, Any], positional: Sequence[str]) -> None:
     if flag["images"] or positional:
         raise UsageError("--video and --images (or image arguments) cannot be combined")
-    if flag["image-size"] is not None or flag["full-size"]:
-        raise UsageError("--image-size/--full-size apply to --images; video frames keep their size")
+    if flag["image-size"] is not None or flag["longest-side"] is not None or flag["full-size"]:
+        raise UsageError(
+            "--image-size/--longest-side/--full-size apply to --images; video frames keep "
+            "their size"
+        )
     if not flag["model"] and not flag["stylized"]:
         raise UsageError("--video needs --model and/or --stylized (see --help)")
     alpha = flag["temporal-blend"]

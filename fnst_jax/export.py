@@ -268,7 +268,7 @@ def load_model(
     if folder.is_dir() and not (folder / MODEL_FILENAME).exists():
         from fnst_jax import checkpoint  # orbax: only needed for this fallback
 
-        restored = checkpoint.restore_latest_params(folder)
+        restored = checkpoint.restore_params(folder)
         if restored is not None:
             params, meta = restored
             arrays = flatten_params(params)
@@ -276,6 +276,15 @@ def load_model(
             arrays, meta = read_model(path)  # raises: no model, no checkpoint
     else:
         arrays, meta = read_model(path)
+    return model_from_arrays(arrays, path, dtype), meta
+
+
+def model_from_arrays(
+    arrays: dict[str, np.ndarray], path: str | os.PathLike, dtype: jnp.dtype = jnp.float32
+) -> TransformerNet:
+    """The TransformerNet holding flat parameters (`flat_params` names: a model file's or
+    `flatten_params` of a checkpoint's); every name and shape is checked, and a mismatch is a
+    ModelFileError naming `path` (where they came from)."""
     try:
         num_styles = num_styles_of(arrays)
     except StyleError as error:
@@ -296,7 +305,7 @@ def load_model(
                 f"{path}: parameter {name} has shape {arrays[name].shape}, expected {value.shape}"
             )
     set_flat_params(model, arrays)
-    return model, meta
+    return model
 
 
 def set_flat_params(model: TransformerNet, flat: dict[str, np.ndarray]) -> None:

@@ -105,7 +105,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: _StopRequest) 
 
     tx = make_optimizer(config.train.optimizer, config.train.lr)
     rng = jax.random.PRNGKey(config.train.seed)
-    graphdef, state = init_state(rng, dtype, tx, num_styles)
+    output_bias = config.train.get("output_bias")  # configs saved before it: absent
+    graphdef, state = init_state(rng, dtype, tx, num_styles, output_bias)
     state = placement.replicate(state)
     step_config = StepConfig(
         graphdef,

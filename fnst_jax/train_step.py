@@ -136,15 +136,23 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     return OPTIMIZERS[name](learning_rate)
 
 
-def init_model(rng: jax.Array, dtype: Any, num_styles: int = 1) -> tuple[nnx.GraphDef, Params]:
+def init_model(
+    rng: jax.Array, dtype: Any, num_styles: int = 1, output_bias: float | None = None
+) -> tuple[nnx.GraphDef, Params]:
     """A freshly initialised TransformerNet, split into its graphdef and plain parameters.
     The same `rng` gives the same parameters whatever the dtype (and as fnst_jax 0.1 did);
-    the convolutions do not depend on `num_styles` either."""
+    the convolutions do not depend on `num_styles` either. output_bias: the last
+    convolution's bias starts at this pixel value (`config.train.output_bias`); None keeps
+    torch's default init, with which the network starts out near black."""
     model_rng, _ = jax.random.split(rng)  # 0.1 split off a second key for an unused state rng
     seed = int(jax.random.randint(model_rng, (), 0, 2**31 - 1))
     model = TransformerNet(num_styles=num_styles, dtype=dtype, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
-    return graphdef, jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
+    params = jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
+    if output_bias is not None:
+        bias = params["out"]["conv"]["bias"]
+        params["out"]["conv"]["bias"] = jnp.full_like(bias, output_bias)
+    return graphdef, params
 
 
 def new_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
@@ -159,10 +167,14 @@ def new_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
 
 
 def init_state(
-    rng: jax.Array, dtype: Any, tx: optax.GradientTransformation, num_styles: int = 1
+    rng: jax.Array,
+    dtype: Any,
+    tx: optax.GradientTransformation,
+    num_styles: int = 1,
+    output_bias: float | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
-    """The graphdef and the step-0 train state of a new run seeded by `rng`."""
-    graphdef, params = init_model(rng, dtype, num_styles)
+    """The graphdef and the step-0 train state of a new run seeded by `rng` (`init_model`)."""
+    graphdef, params = init_model(rng, dtype, num_styles, output_bias)
     return graphdef, new_state(params, tx)
 
 

@@ -71,13 +71,22 @@ def test_checkpoint_of_another_state_layout_is_refused_naming_it(tmp_path):
         restore(tmp_path / "other", state)
 
 
-def test_restore_latest_params_reads_params_and_model_metadata(tmp_path):
-    assert checkpoint.restore_latest_params(tmp_path) is None
+def test_restore_params_reads_params_and_model_metadata_of_any_kept_step(tmp_path):
+    assert checkpoint.restore_params(tmp_path) is None
+    assert checkpoint.checkpoint_steps(tmp_path) == []
     state = small_state()
     save_one(tmp_path, 4, dict(state, rng=jax.random.PRNGKey(1)), {"model_metadata": {"pad": 4}})
-    params, meta = checkpoint.restore_latest_params(tmp_path)
-    assert meta == {"pad": 4}
-    jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, state["params"]))
+    later = dict(state, params={"w": jnp.zeros(3), "b": jnp.ones((2, 2))})
+    save_one(tmp_path, 9, later, {"model_metadata": {"pad": 9}})
+    assert checkpoint.checkpoint_steps(tmp_path) == [4, 9]
+    for step, expected, pad in ((None, later, 9), (9, later, 9), (4, state, 4)):
+        params, meta = checkpoint.restore_params(tmp_path, step)
+        assert meta == {"pad": pad}
+        jax.tree.map(
+            np.testing.assert_array_equal, params, jax.tree.map(np.asarray, expected["params"])
+        )
+    with pytest.raises(TrainingError, match=r"no checkpoint of step 5 \(kept: 4, 9\)"):
+        checkpoint.restore_params(tmp_path, 5)
 
 
 def test_workdir_config_check(tmp_path):

@@ -303,7 +303,8 @@ def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeyp
         {
             "model": str(model_file), "style-layers": None, "vgg-weights": None,
             "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": True,
-            "image-size": None, "baseline-optimizer": "lbfgs", "baseline-init": "content",
+            "image-size": None, "longest-side": None, "baseline-optimizer": "lbfgs",
+            "baseline-init": "content",
         },
         None,
     )  # fmt: skip
@@ -311,6 +312,26 @@ def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeyp
     stylized, _ = evaluator.stylize(image)
     expected = quality.figures(small_vgg, image, stylized, evaluator.quality_targets.at(44))
     assert summary["style_reduction"] == pytest.approx(float(expected["style_reduction"][0]))
+
+
+def test_cli_longest_side(model_file, small_vgg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: small_vgg)
+    Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
+    report = tmp_path / "longest.json"
+    argv = [
+        "evaluate", "--model", str(model_file), "--images", str(tmp_path / "c.png"),
+        "--longest-side", "66", "--baseline-iterations", "none", "--json", str(report), "--no-grid",
+    ]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    document = json.loads(report.read_text())
+    # The whole image, scaled by 1.5 (no crop), and the style taken at 66 px.
+    assert document["images"][0]["size"] == [54, 66]
+    assert document["longest_side"] == 66 and document["image_size"] is None
+    # One view at a time.
+    for other in (["--image-size", "32"], ["--full-size"]):
+        assert evaluate.main([*argv, *other, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cannot be combined" in err and "--longest-side" in err
 
 
 def test_cli_refuses_vgg_weights_too_shallow_for_the_quality_figures(

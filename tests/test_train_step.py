@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from fnst_jax import train_step
 from fnst_jax.errors import UserError
@@ -62,6 +63,21 @@ def test_init_state_is_seeded_and_has_no_rng():
         state["params"]["conv1"]["conv"]["conv"]["kernel"],
         other["conv1"]["conv"]["conv"]["kernel"],
     )
+
+
+def test_output_bias_sets_only_the_last_bias():
+    """train.output_bias: the untrained network starts at that pixel value, not near black;
+    every other parameter is the default init of the same seed."""
+    rng = jax.random.PRNGKey(3)
+    graphdef, params = train_step.init_model(rng, jnp.float32, output_bias=127.5)
+    _, default = train_step.init_model(rng, jnp.float32)
+    np.testing.assert_array_equal(params["out"]["conv"]["bias"], np.full(3, 127.5, np.float32))
+    params["out"]["conv"]["bias"] = default["out"]["conv"]["bias"]
+    jax.tree.map(np.testing.assert_array_equal, params, default)
+    params["out"]["conv"]["bias"] = jnp.full(3, 127.5)
+    photo = jnp.full((1, 32, 32, 3), 90.0)
+    output = nnx.merge(graphdef, params)(photo)
+    assert abs(float(output.mean()) - 127.5) < 5.0
 
 
 def test_unknown_optimizer_is_a_user_error():
