@@ -430,8 +430,9 @@ PHOTO_STEPS = 24
 def photo_model(tmp_path_factory) -> Path:
     """A model trained here on the real photos with the real VGG19 conv1_1..conv3_4 weights:
     the quick start's recipe (configs/photos_mosaic.py: mosaic, style relu1_1/relu2_1/
-    relu3_1, content relu2_2, pad 20), shrunk to 64 px crops, batch 2 and 24 steps (about a
-    minute of CPU on an idle 2-core machine). Skipped without ../shared/data."""
+    relu3_1, content relu2_2), shrunk to 64 px crops (so a 10 px pad, by default.py's rule),
+    batch 2 and 24 steps (about a minute of CPU on an idle 2-core machine). Skipped without
+    ../shared/data."""
     style = SHARED_DATA / "styles" / "mosaic.jpg"
     if not (PHOTOS_DIR.is_dir() and REAL_VGG_NPZ.is_file() and style.is_file()):
         pytest.skip(f"{SHARED_DATA} (photos, VGG19 weights, mosaic.jpg) not present")
@@ -460,7 +461,7 @@ def photo_model(tmp_path_factory) -> Path:
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     _, metadata = export.read_model(workdir)
-    assert metadata["step"] == PHOTO_STEPS and metadata["pad"] == 20
+    assert metadata["step"] == PHOTO_STEPS and metadata["pad"] == 10
     return workdir
 
 
