@@ -1,8 +1,7 @@
 """A run's quality over its steps (issue 12, section 3): is the last model the best one?
 
     python train.py --config configs/photos_mosaic.py --workdir runs/mosaic2000 \
-        --config.train.steps=2000 --config.keep_checkpoints=20 \
-        --config.eval_every=100 --config.sample_every=100
+        --config.train.steps=2000 --config.keep_checkpoints=20
     python benchmarks/over_steps.py runs/mosaic2000 [--photos ../shared/data/photos] \
         [--validation-fraction 0.08] [--longest-side 256] [--json steps.json] [--grid steps.jpg]
 
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -33,14 +31,6 @@ from absl import logging
 
 from fnst_jax import checkpoint, export
 from fnst_jax.stylize.engine import Stylizer
-
-VALIDATION_KEYS = (
-    "total",
-    "style_reduction",
-    "content_change",
-    "luminance_ratio",
-    "contrast_ratio",
-)
 
 
 def parse_args() -> argparse.Namespace:
@@ -70,14 +60,12 @@ def validation_history(workdir: Path) -> list[dict[str, Any]]:
 
 def print_validation(history: list[dict[str, Any]], best_step: int | None) -> None:
     print("training validation (metrics.jsonl; validation images at the training size):")
-    print(f"{'step':>6s} {'total':>10s} {recipe.HEADER[:30]}")
+    print(f"{'step':>6s} {'total':>10s} {recipe.FIGURES_HEADER}")
     for record in history:
-        values = [record.get(key, math.nan) for key in VALIDATION_KEYS]
+        # Runs without quality figures (VGG weights short of relu3_1) log the losses only.
+        shown = recipe.figures(record) if "style_reduction" in record else ""
         mark = "  <- best.npz" if record["step"] == best_step else ""
-        print(
-            f"{record['step']:6d} {values[0]:10.4g} {values[1]:8.2f}x {values[2]:7.3f}  "
-            f"{values[3]:5.2f} {values[4]:5.2f}{mark}"
-        )
+        print(f"{record['step']:6d} {record['total']:10.4g} {shown}{mark}")
 
 
 def checkpoint_stylizer(workdir: Path, step: int) -> tuple[Stylizer, dict[str, Any]]:

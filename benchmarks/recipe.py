@@ -37,7 +37,8 @@ from fnst_jax.stylize.engine import Stylizer
 
 LUMINANCE_SLACK = 0.15  # issue 12: within the photo/style luminance range, give or take 15%
 GRID_PHOTOS = 3
-HEADER = f"{'reduction':>9s} {'change':>7s}  {'luma':>5s} {'contr':>5s} {'luma in range':>13s}"
+FIGURES_HEADER = f"{'reduction':>9s} {'change':>7s}  {'luma':>5s} {'contr':>5s}"
+HEADER = f"{FIGURES_HEADER} {'luma in range':>13s}"
 LEGEND = (
     "luma, contr: mean output/photo ratios of luminance and contrast; luma in range: outputs "
     f"whose luminance lies between the photo's and the style's (+-{LUMINANCE_SLACK:.0%})"
@@ -139,13 +140,18 @@ def measure_run(path: str, photos: list[tuple[str, np.ndarray]]) -> tuple[dict[s
     return summary, outputs
 
 
-def figures_line(summary: dict[str, Any], count: int) -> str:
-    """The printed figures of a `measure` summary (after the run's name and before PASS)."""
+def figures(values: dict[str, Any]) -> str:
+    """Style reduction, content change, luminance and contrast ratios under `FIGURES_HEADER`
+    (of a `measure` summary, or of a validation record of metrics.jsonl: the same keys)."""
     return (
-        f"{summary['style_reduction']:8.2f}x {summary['content_change']:7.3f}  "
-        f"{summary['luminance_ratio']:5.2f} {summary['contrast_ratio']:5.2f} "
-        f"{summary['luminance_inside']:>6d} of {count}"
+        f"{values['style_reduction']:8.2f}x {values['content_change']:7.3f}  "
+        f"{values['luminance_ratio']:5.2f} {values['contrast_ratio']:5.2f}"
     )
+
+
+def figures_line(summary: dict[str, Any], count: int) -> str:
+    """The printed figures of a `measure` summary under `HEADER` (after the run's name)."""
+    return f"{figures(summary)} {summary['luminance_inside']:>6d} of {count}"
 
 
 def save_grid(
