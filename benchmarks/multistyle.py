@@ -7,8 +7,10 @@ acceptance measurement), on the photos held out from training.
         [--photos ../shared/data/photos] [--json multistyle.json]
 
 Arguments are training workdirs (their `model.npz` and `metrics.jsonl` are read) or model
-files. Every model is scored on the held-out photos of `--photos` (the training split's:
-`validation_fraction` of the single-style runs' config), resized and centre-cropped to the
+files. `--singles` may cover only some of the multi-style model's styles: the others are scored
+with the multi-style model's own objective for that style and left out of sections 1 and 4.
+Every model is scored on the held-out photos of `--photos` (the training split's:
+`validation_fraction` of the multi-style run's config), resized and centre-cropped to the
 training size as validation does, and prints:
 
 1. **Per style, multi vs single.** Style and content loss of the multi-style model in each style
@@ -17,10 +19,14 @@ training size as validation does, and prints:
    output clipped to the pixel range), means over the photos; and the last validation of each
    run as logged in `metrics.jsonl` (4 of those photos).
 2. **Whose style is it?** The Gram distance (`fnst_jax.quality`: relu1_1, relu2_1, relu3_1,
-   Grams normalised by C*H*W, each style image resized to the photos' size) of the output in
-   each style to each style image, for the multi-style model and the single-style models; and
-   the same as a reduction (the photos' distance to that style image over the output's), which
-   does not favour style images whose Grams are small.
+   Grams normalised by C*H*W) of the output in each style to each style image, for the
+   multi-style model and the single-style models; and the same as a reduction (the photos'
+   distance to that style image over the output's), which does not favour style images whose
+   Grams are small. Twice: with each style image as training resized it (shorter side =
+   the model's `style_size`: the targets the model was trained toward), and resized to the
+   photos' size (`quality.StyleTargets`, as `evaluate`'s style reduction). A style image's
+   Grams depend on its scale: candy.jpg at 128 px (longest side) has 2.1x the squared Gram
+   norm it has at a 256 px shorter side, mosaic.jpg 0.4x.
 3. **Mixes.** For each pair of styles, the multi-style model's 50/50 mix: its Gram distance to
    each pure output, against the distance between the two pure outputs (per photo, then the
    mean); a mix lies between the pure styles when both are below.
@@ -53,7 +59,9 @@ ADDED_STYLE_BOUND = 1.5  # the issue's: the added style's loss within 1.5x of it
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--singles", nargs="+", required=True, help="one-style workdirs/models")
+    parser.add_argument(
+        "--singles", nargs="*", default=[], help="one-style workdirs/models (any of the styles)"
+    )
     parser.add_argument("--multi", required=True, help="the multi-style workdir or model")
     parser.add_argument("--base", help="a multi-style model that a style was added to")
     parser.add_argument(
@@ -64,7 +72,7 @@ def parse_args() -> argparse.Namespace:
         "--validation-fraction",
         type=float,
         default=None,
-        help="default: the first single-style run's data.validation_fraction",
+        help="default: the multi-style run's data.validation_fraction",
     )
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument(
@@ -114,7 +122,8 @@ def held_out_photos(folder: str, fraction: float, image_size: int) -> tuple[list
 
 
 class Scorer:
-    """One style's objective (from its single-style model's metadata) on the held-out photos."""
+    """One style's objective (from a single-style model's metadata, or `style_view` of the
+    multi-style model's) on the held-out photos."""
 
     def __init__(self, meta: dict[str, Any], vgg: Any, photos: np.ndarray) -> None:
         self.spec = evaluate.spec_from_metadata(meta)
@@ -131,6 +140,15 @@ class Scorer:
         return np.asarray(outputs), {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
+def style_view(meta: dict[str, Any], index: int) -> dict[str, Any]:
+    """A multi-style model's metadata as if it were a one-style model of style `index`: that
+    style's image and balanced weight (for a style with no single-style model given)."""
+    loss = dict(meta["loss"])
+    loss["style_weight"] = float(loss["style_weights"][index])
+    loss["style_weights"] = None
+    return {**meta, "style_image": meta["styles"][index]["image"], "loss": loss}
+
+
 def distance(vgg_grams_a: dict[str, Any], vgg_grams_b: dict[str, Any]) -> float:
     """Mean over photos of the Gram distance at the quality style layers."""
     return float(np.mean(quality.gram_distance(vgg_grams_a, vgg_grams_b, quality.STYLE_LAYERS)))
@@ -144,16 +162,15 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     for path in args.singles:
         run = Run.load(path)
         singles[export.style_names(run.meta)[0]] = run
-    missing = [name for name in names if name not in singles]
-    if missing:
-        raise SystemExit(f"no single-style model given for style(s) {', '.join(missing)}")
-    first_meta = singles[names[0]].meta
-    vgg = vgg_weights.load_vgg(first_meta["vgg"]["weights"], first_meta["vgg"]["preprocessing"])
+    unknown = sorted(set(singles) - set(names))
+    if unknown:
+        raise SystemExit(f"--singles: {', '.join(unknown)}: not a style of {args.multi}")
+    meta = multi_run.meta
+    vgg = vgg_weights.load_vgg(meta["vgg"]["weights"], meta["vgg"]["preprocessing"])
     fraction = args.validation_fraction
     if fraction is None:
-        config = json.loads((Path(singles[names[0]].path) / "config.json").read_text())
-        fraction = float(config["data"]["validation_fraction"])
-    photo_names, photos = held_out_photos(args.photos, fraction, int(first_meta["image_size"]))
+        fraction = float(meta["config"]["data"]["validation_fraction"])
+    photo_names, photos = held_out_photos(args.photos, fraction, int(meta["image_size"]))
     report["photos"] = photo_names
     print(f"held-out photos ({len(photo_names)}, {photos.shape[1]} px): {', '.join(photo_names)}")
 
@@ -165,12 +182,18 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
         "| logged val. style ratio | content ratio |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    scorers = {name: Scorer(run.meta, vgg, photos) for name, run in singles.items()}
+    scorers = {
+        name: Scorer(singles[name].meta if name in singles else style_view(meta, i), vgg, photos)
+        for i, name in enumerate(names)
+    }
     pure_outputs, single_outputs, per_style = {}, {}, {}
     for index, name in enumerate(names):
         scorer = scorers[name]
-        single_outputs[name], single_terms = scorer.run(singles[name].model)
         pure_outputs[name], multi_terms = scorer.run(single_style_model(multi, index))
+        if name not in singles:
+            print(f"| {name} | (no single-style model given) |")
+            continue
+        single_outputs[name], single_terms = scorer.run(singles[name].model)
         single_last = singles[name].validation[-1] if singles[name].validation else {}
         multi_last = multi_run.validation[-1] if multi_run.validation else {}
         logged = {
@@ -195,19 +218,41 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
         )
     report["per_style"] = per_style
 
-    size = max(photos.shape[1:3])
-    style_grams = {}
-    for name in names:
-        style_rgb = image_io.read_image(singles[name].meta["style_image"]).rgb
-        style_grams[name] = quality.StyleTargets(vgg, style_rgb).at(size)
-    grams = {name: quality.image_grams(vgg, outputs) for name, outputs in pure_outputs.items()}
+    images = [style["image"] for style in meta["styles"]]
+    targets = {
+        "as_trained": [
+            evaluate.load_style_grams(vgg, image, meta.get("style_size"), quality.STYLE_LAYERS)
+            for image in images
+        ],
+        "photo_size": [
+            quality.StyleTargets(vgg, image_io.read_image(image).rgb).at(max(photos.shape[1:3]))
+            for image in images
+        ],
+    }
+    outputs_grams = {
+        "multi": {name: quality.image_grams(vgg, out) for name, out in pure_outputs.items()},
+        "single": {name: quality.image_grams(vgg, out) for name, out in single_outputs.items()},
+    }
+    grams = outputs_grams["multi"]
     photo_grams = quality.image_grams(vgg, photos)
-    to_styles = {}
-    for model, outputs_grams in (
-        ("multi", grams),
-        ("single", {name: quality.image_grams(vgg, single_outputs[name]) for name in names}),
-    ):
-        to_styles[model] = style_table(model, names, outputs_grams, style_grams, photo_grams)
+    to_styles: dict[str, Any] = {}
+    for scale, style_grams in targets.items():
+        title = (
+            f"style images as trained (shorter side {meta.get('style_size')} px)"
+            if scale == "as_trained"
+            else f"style images at the photos' size ({max(photos.shape[1:3])} px)"
+        )
+        to_styles[scale] = {
+            model: style_table(
+                f"{model}-style outputs, {title}",
+                names,
+                by_model,
+                dict(zip(names, style_grams, strict=True)),
+                photo_grams,
+            )
+            for model, by_model in outputs_grams.items()
+            if by_model
+        }
     report["gram_distance_to_styles"] = to_styles
 
     print("\n3. 50/50 mixes: Gram distance to each pure output vs between the pure outputs")
@@ -238,7 +283,8 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     if args.grid:
         columns = [photos]
         for name in names:
-            columns += [single_outputs[name], pure_outputs[name]]
+            columns += [single_outputs[name]] if name in single_outputs else []
+            columns.append(pure_outputs[name])
         columns += [mixed_outputs[pair] for pair in ((0, 1), (2, 3)) if pair in mixed_outputs]
         count = min(3, len(photos))
         rows = [[image_io.to_uint8(column[i]) for column in columns] for i in range(count)]
@@ -246,7 +292,10 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
         image_io.write_image(args.grid, grid)
         print(
             f"wrote {args.grid}: columns photo, "
-            + ", ".join(f"{name} single, {name} multi" for name in names)
+            + ", ".join(
+                f"{name} single, {name} multi" if name in single_outputs else f"{name} multi"
+                for name in names
+            )
             + ", 50/50 mixes of styles 1+2 and 3+4"
         )
     runs = [*singles.values(), multi_run]
@@ -262,29 +311,30 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 
 def style_table(
-    model: str,
+    title: str,
     names: list[str],
     outputs_grams: dict[str, Any],
     style_grams: dict[str, Any],
     photo_grams: dict[str, Any],
 ) -> dict[str, Any]:
-    """Section 2 for one model kind: the Gram distance of each style's output to each style
-    image, and the same as a reduction (the photos' distance to that style image over the
-    output's: how far the output moved toward it, whatever the image's Gram magnitude)."""
+    """Section 2 for one model kind and style scale: the Gram distance of each style's output
+    (rows: those in `outputs_grams`) to each style image, and the same as a reduction (the
+    photos' distance to that style image over the output's: how far the output moved toward
+    it, whatever the image's Gram magnitude)."""
     distances, reductions = {}, {}
-    for name in names:
+    for name in outputs_grams:
         distances[name] = {t: distance(outputs_grams[name], style_grams[t]) for t in names}
         reductions[name] = {
             t: distance(photo_grams, style_grams[t]) / distances[name][t] for t in names
         }
-    for title, table, best in (
+    for kind, table, best in (
         ("Gram distance", distances, min),
         ("reduction toward each style (photo's distance / output's)", reductions, max),
     ):
-        print(f"\n2. {model}-style outputs (rows) and style images (columns): {title}")
+        print(f"\n2. {title} (rows: outputs, columns: style images): {kind}")
         print("| output \\ style | " + " | ".join(names) + " | own style best? |")
         print("|---|" + "---:|" * len(names) + "---|")
-        for name in names:
+        for name in table:
             chosen = best(table[name], key=table[name].get)
             cells = " | ".join(f"{table[name][other]:.3g}" for other in names)
             verdict = "yes" if chosen == name else f"NO ({chosen})"
@@ -313,6 +363,9 @@ def compare_added_style(
         print(f"   {name}: largest output difference {unchanged[name]:.3g} (0 = bit-identical)")
     result: dict[str, Any] = {"base_styles_max_difference": unchanged, "new_styles": {}}
     for name in names[len(base_names) :]:
+        if name not in singles or not singles[name].validation:
+            print(f"   {name}: no single-style workdir given to compare the new style with")
+            continue
         single_last = singles[name].validation[-1]
         single_final = single_last["raw_style"]
         curve = [

@@ -11,7 +11,7 @@ weight 5 (the authors' code: content 1, style 5).
 
 How configs/default.py differs, and why (README, *Training recipe*): it keeps the Gatys layers
 relu1_1..relu5_1, trains at lr 2e-3 with style weight 5 of the auto-balanced terms, and ties
-the padding and the style size to train.image_size. Loss weights do not carry over exactly
+the padding to train.image_size. Loss weights do not carry over exactly
 between VGG conventions (Caffe VGG-16 there, torchvision VGG19 here): both configs balance the
 terms on the first batch, and style 5 means the style term starts at 5x the content term.
 """

@@ -1,4 +1,4 @@
-"""The shipped configs: they load, and default.py's scale-aware rules follow train.image_size."""
+"""The shipped configs: they load, and default.py's pad follows train.image_size."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ def test_every_config_loads_and_serialises(name):
     assert '"image_size"' in config.to_json()  # what train.py writes to WORKDIR/config.json
 
 
-def test_pad_and_style_size_follow_the_image_size():
+def test_pad_follows_the_image_size_and_style_size_does_not():
     config = default.get_config()
-    assert (config.train.image_size, config.train.pad, config.style_size) == (256, 40, 512)
+    assert (config.train.image_size, config.train.pad, config.style_size) == (256, 40, 256)
     config.train.image_size = 128  # what --config.train.image_size=128 does
     assert (config.train.pad, config.style_size) == (20, 256)
 
 
-def test_setting_one_rule_leaves_the_others_linked():
+def test_setting_the_pad_breaks_only_its_link():
     config = default.get_config()
-    config.style_size = 300
+    config.train.pad = 8
     config.train.image_size = 128
-    assert (config.style_size, config.train.pad, config.train.image_size) == (300, 20, 128)
+    assert (config.train.pad, config.train.image_size, config.style_size) == (8, 128, 256)
