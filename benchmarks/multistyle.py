@@ -25,8 +25,8 @@ training size as validation does, and prints:
    Grams are small. Twice: with each style image as training resized it (shorter side =
    the model's `style_size`: the targets the model was trained toward), and resized to the
    photos' size (`quality.StyleTargets`, as `evaluate`'s style reduction). A style image's
-   Grams depend on its scale: candy.jpg at 128 px (longest side) has 2.1x the squared Gram
-   norm it has at a 256 px shorter side, mosaic.jpg 0.4x.
+   Grams depend on its scale (printed first: each image's squared Gram norm at both): candy.jpg
+   at 128 px (longest side) has 2.1x the norm it has at a 256 px shorter side, mosaic.jpg 0.4x.
 3. **Mixes.** For each pair of styles, the multi-style model's 50/50 mix: its Gram distance to
    each pure output, against the distance between the two pure outputs (per photo, then the
    mean); a mix lies between the pure styles when both are below.
@@ -229,6 +229,17 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
             for image in images
         ],
     }
+    norms = {  # the squared Frobenius norm summed over the layers, one per scale
+        name: [
+            float(sum(jnp.sum(jnp.square(grams[i][layer])) for layer in quality.STYLE_LAYERS))
+            for grams in targets.values()
+        ]
+        for i, name in enumerate(names)
+    }
+    print("\n2. squared Gram norm of each style image: as trained / at the photos' size")
+    for name, (trained, photo_size) in norms.items():
+        print(f"   {name}: {trained:.3g} / {photo_size:.3g} ({photo_size / trained:.2f}x)")
+    report["style_gram_norms"] = norms
     outputs_grams = {
         "multi": {name: quality.image_grams(vgg, out) for name, out in pure_outputs.items()},
         "single": {name: quality.image_grams(vgg, out) for name, out in single_outputs.items()},

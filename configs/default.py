@@ -14,8 +14,8 @@ Sizes (issue 12; measured in README, *Training recipe*):
   style_size  = 256, the style image's shorter side: the size of the images the model will
                 stylize, not the crop size. The network's strokes have a fixed size in pixels,
                 so a style image at 512 px teaches strokes twice as large as a 256 px photo
-                should get: a 256 px / 600-step run against a 512 px style measured 2.18x
-                style reduction at 256 px (3.46x against the 512 px style it learned).
+                should get: a 256 px / 600-step run measured 2.18x style reduction at 256 px
+                with a 512 px style, 3.67x with a 256 px one.
                 Train for larger outputs: set it to their size (None, in a config file: the
                 image as it is).
 Budget: lr 2e-3 rather than the paper's 1e-3 and style weight 5 rather than 10. The untrained
