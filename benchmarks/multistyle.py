@@ -219,20 +219,24 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     report["per_style"] = per_style
 
     images = [style["image"] for style in meta["styles"]]
-    targets = {
-        "as_trained": [
-            evaluate.load_style_grams(vgg, image, meta.get("style_size"), quality.STYLE_LAYERS)
-            for image in images
-        ],
-        "photo_size": [
-            quality.StyleTargets(vgg, image_io.read_image(image).rgb).at(max(photos.shape[1:3]))
-            for image in images
-        ],
+    size = max(photos.shape[1:3])
+    targets = {  # scale: (its title, each style image's Grams at it)
+        "as_trained": (
+            f"style images as trained (shorter side {meta.get('style_size')} px)",
+            [
+                evaluate.load_style_grams(vgg, image, meta.get("style_size"), quality.STYLE_LAYERS)
+                for image in images
+            ],
+        ),
+        "photo_size": (
+            f"style images at the photos' size ({size} px)",
+            [quality.StyleTargets(vgg, image_io.read_image(i).rgb).at(size) for i in images],
+        ),
     }
     norms = {  # the squared Frobenius norm summed over the layers, one per scale
         name: [
             float(sum(jnp.sum(jnp.square(grams[i][layer])) for layer in quality.STYLE_LAYERS))
-            for grams in targets.values()
+            for _, grams in targets.values()
         ]
         for i, name in enumerate(names)
     }
@@ -247,12 +251,7 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     grams = outputs_grams["multi"]
     photo_grams = quality.image_grams(vgg, photos)
     to_styles: dict[str, Any] = {}
-    for scale, style_grams in targets.items():
-        title = (
-            f"style images as trained (shorter side {meta.get('style_size')} px)"
-            if scale == "as_trained"
-            else f"style images at the photos' size ({max(photos.shape[1:3])} px)"
-        )
+    for scale, (title, style_grams) in targets.items():
         to_styles[scale] = {
             model: style_table(
                 f"{model}-style outputs, {title}",
