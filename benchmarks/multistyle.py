@@ -220,11 +220,13 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
     images = [style["image"] for style in meta["styles"]]
     size = max(photos.shape[1:3])
+    style_size = meta.get("style_size")  # None: trained on the style images as they are
     targets = {  # scale: (its title, each style image's Grams at it)
         "as_trained": (
-            f"style images as trained (shorter side {meta.get('style_size')} px)",
+            "style images as trained "
+            + (f"(shorter side {style_size} px)" if style_size else "(their own size)"),
             [
-                evaluate.load_style_grams(vgg, image, meta.get("style_size"), quality.STYLE_LAYERS)
+                evaluate.load_style_grams(vgg, image, style_size, quality.STYLE_LAYERS)
                 for image in images
             ],
         ),
