@@ -4,7 +4,7 @@
 
 See `python stylize.py --help`; the logic lives in the package fnst_jax/stylize/
 (flags in fnst_jax/stylize/cli.py, the network call in fnst_jax/stylize/engine.py, or for an
-.onnx model fnst_jax/deploy/onnx_runtime.py, which runs without JAX: nothing here imports it).
+.onnx model fnst_jax/stylize/onnx_engine.py, which runs without JAX: nothing here imports it).
 """
 
 import sys

@@ -15,7 +15,7 @@ training size as validation does, and prints:
 
 1. **Per style, multi vs single.** Style and content loss of the multi-style model in each style
    against the single-style model of that style, both scored with the single-style model's
-   objective (its style image, layers and balanced weights; `fnst_jax.evaluate.Evaluator`, the
+   objective (its style image, layers and balanced weights; `fnst_jax.evaluation.Evaluator`, the
    output clipped to the pixel range), means over the photos; and the last validation of each
    run as logged in `metrics.jsonl` (4 of those photos).
 2. **Whose style is it?** The Gram distance (`fnst_jax.quality`: relu1_1, relu2_1, relu3_1,
@@ -49,9 +49,18 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+import recipe  # benchmarks/recipe.py, beside this script
 
-from fnst_jax import evaluate, export, image_io, quality, vgg_weights
-from fnst_jax.data.sources import FolderSource, held_out_indices
+from fnst_jax import (
+    evaluate,
+    evaluation,
+    export,
+    image_io,
+    model_file,
+    quality,
+    train_monitor,
+    vgg_weights,
+)
 from fnst_jax.transformer_net import TransformerNet, count_params, single_style_model
 
 ADDED_STYLE_BOUND = 1.5  # the issue's: the added style's loss within 1.5x of its single model's
@@ -96,29 +105,24 @@ class Run:
 
     @classmethod
     def load(cls, path: str) -> Run:
-        file = export.resolve_model_path(path)
+        file = model_file.resolve_model_path(path)
         model, meta = export.load_model(file)
         return cls(path, file, model, meta, logged_validation(path))
 
 
 def logged_validation(path: str) -> list[dict[str, Any]]:
     """The validation records of a workdir's metrics.jsonl ([] for a model file)."""
-    metrics = Path(path) / "metrics.jsonl"
-    if not metrics.is_file():
-        return []
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return [r for r in records if r.get("split") == "validation"]
+    return train_monitor.read_metrics(path, "validation") if Path(path).is_dir() else []
 
 
 def held_out_photos(folder: str, fraction: float, image_size: int) -> tuple[list[str], np.ndarray]:
-    source = FolderSource(folder)
-    indices = held_out_indices(source, fraction)
-    names = [source.key(int(i)) for i in indices]
+    """The held-out photos' names and the photos centre-cropped to `image_size` as validation
+    crops them (float32)."""
+    files = recipe.held_out_files(folder, fraction)
     images = [
-        evaluate.prepare_image(image_io.read_image(source.describe(int(i))).rgb, image_size)
-        for i in indices
+        evaluation.prepare_image(image_io.read_image(path).rgb, image_size) for _, path in files
     ]
-    return names, np.stack(images).astype(np.float32)
+    return [name for name, _ in files], np.stack(images).astype(np.float32)
 
 
 class Scorer:
@@ -126,17 +130,17 @@ class Scorer:
     multi-style model's) on the held-out photos."""
 
     def __init__(self, meta: dict[str, Any], vgg: Any, photos: np.ndarray) -> None:
-        self.spec = evaluate.spec_from_metadata(meta)
-        self.grams = evaluate.load_style_grams(
+        self.spec = evaluation.spec_from_metadata(meta)
+        self.grams = evaluation.load_style_grams(
             vgg, meta["style_image"], meta.get("style_size"), self.spec.style_layers
         )
         self.vgg, self.pad, self.photos = vgg, int(meta["pad"]), jnp.asarray(photos)
 
     def run(self, model: TransformerNet) -> tuple[np.ndarray, dict[str, float]]:
         """(the outputs, clipped, float32; mean weighted style/content/tv/total loss)."""
-        evaluator = evaluate.Evaluator(model, self.vgg, self.spec, self.grams, self.pad)
+        evaluator = evaluation.Evaluator(model, self.vgg, self.spec, self.grams, self.pad)
         outputs, results = evaluator.evaluate(self.photos)
-        keys = evaluate.TERM_KEYS.values()
+        keys = evaluation.TERM_KEYS.values()
         return np.asarray(outputs), {k: float(np.mean([r[k] for r in results])) for k in keys}
 
 
@@ -157,11 +161,11 @@ def distance(vgg_grams_a: dict[str, Any], vgg_grams_b: dict[str, Any]) -> float:
 def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
     multi_run = Run.load(args.multi)
     multi = multi_run.model
-    names = export.style_names(multi_run.meta, multi.num_styles)
+    names = model_file.style_names(multi_run.meta, multi.num_styles)
     singles: dict[str, Run] = {}
     for path in args.singles:
         run = Run.load(path)
-        singles[export.style_names(run.meta)[0]] = run
+        singles[model_file.style_names(run.meta)[0]] = run
     unknown = sorted(set(singles) - set(names))
     if unknown:
         raise SystemExit(f"--singles: {', '.join(unknown)}: not a style of {args.multi}")
@@ -226,7 +230,7 @@ def compare_styles(args: argparse.Namespace, report: dict[str, Any]) -> None:
             "style images as trained "
             + (f"(shorter side {style_size} px)" if style_size else "(their own size)"),
             [
-                evaluate.load_style_grams(vgg, image, style_size, quality.STYLE_LAYERS)
+                evaluation.load_style_grams(vgg, image, style_size, quality.STYLE_LAYERS)
                 for image in images
             ],
         ),
@@ -361,8 +365,8 @@ def compare_added_style(
     scorers: dict[str, Scorer],
     per_style: dict[str, Any],
 ) -> dict[str, Any]:
-    base_names = export.style_names(base.meta, base.model.num_styles)
-    names = export.style_names(extended.meta, extended.model.num_styles)
+    base_names = model_file.style_names(base.meta, base.model.num_styles)
+    names = model_file.style_names(extended.meta, extended.model.num_styles)
     print(
         f"\n4. adding a style: {base.path} ({', '.join(base_names)}) -> {extended.path} "
         f"({', '.join(names)})"

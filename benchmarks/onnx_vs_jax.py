@@ -58,7 +58,7 @@ def worker(args: argparse.Namespace) -> None:
 
         stylizer = Stylizer.from_model_file(args.model)
     else:
-        from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+        from fnst_jax.stylize.onnx_engine import OnnxStylizer
 
         stylizer = OnnxStylizer(args.onnx)
     started = time.perf_counter()
@@ -95,12 +95,12 @@ def prepare_models(args: argparse.Namespace, folder: Path) -> tuple[str, dict[st
     """The .npz model (given, or a random one with a 40 px pad) and its ONNX exports."""
     from flax import nnx
 
-    from fnst_jax import export
+    from fnst_jax import export, model_file
     from fnst_jax.deploy import onnx_graph
     from fnst_jax.transformer_net import TransformerNet
 
     if args.model:
-        model_path = str(export.resolve_model_path(args.model))
+        model_path = str(model_file.resolve_model_path(args.model))
         model, metadata = export.load_model(model_path)
         pad = int(metadata.get("pad") or 0)
     else:

@@ -29,7 +29,7 @@ from typing import Any
 import recipe  # benchmarks/recipe.py, beside this script
 from absl import logging
 
-from fnst_jax import checkpoint, export
+from fnst_jax import checkpoint, export, model_file, train_monitor
 from fnst_jax.stylize.engine import Stylizer
 
 
@@ -47,14 +47,10 @@ def parse_args() -> argparse.Namespace:
 def validation_history(workdir: Path) -> list[dict[str, Any]]:
     """The validation records of metrics.jsonl, one per step (a resumed run logs some steps
     twice: the later record wins), ascending."""
-    path = workdir / "metrics.jsonl"
+    path = workdir / train_monitor.METRICS_FILE
     if not path.is_file():
         raise SystemExit(f"{path}: not found: is {workdir} a training workdir?")
-    records: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("split") == "validation":
-            records[int(record["step"])] = record
+    records = {int(r["step"]): r for r in train_monitor.read_metrics(workdir, "validation")}
     return [records[step] for step in sorted(records)]
 
 
@@ -80,8 +76,8 @@ def main() -> None:
     logging.set_verbosity(logging.ERROR)  # orbax's notes on reading checkpoints read-only
     workdir = Path(args.workdir)
     history = validation_history(workdir)
-    best_path = workdir / export.BEST_FILENAME
-    best_step = int(export.read_metadata(best_path)["step"]) if best_path.is_file() else None
+    best_path = workdir / model_file.BEST_FILENAME
+    best_step = int(model_file.read_metadata(best_path)["step"]) if best_path.is_file() else None
     print_validation(history, best_step)
 
     steps = checkpoint.checkpoint_steps(workdir)
@@ -98,7 +94,8 @@ def main() -> None:
         models.append((f"best.npz ({best_step})", None))
     for label, step in models:
         if step is None:
-            stylizer, meta = Stylizer.from_model_file(best_path), export.read_metadata(best_path)
+            stylizer = Stylizer.from_model_file(best_path)
+            meta = model_file.read_metadata(best_path)
         else:
             stylizer, meta = checkpoint_stylizer(workdir, step)
         targets = targets or recipe.style_targets(meta)

@@ -31,7 +31,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from fnst_jax import evaluate, export, image_io, quality, vgg_weights
+from fnst_jax import evaluate, image_io, model_file, quality, vgg_weights
 from fnst_jax.data.sources import FolderSource, held_out_indices
 from fnst_jax.stylize.engine import Stylizer
 
@@ -69,23 +69,27 @@ def parse_args() -> argparse.Namespace:
 
 def model_path(run: str, which: str) -> str:
     """A workdir's model.npz or best.npz; a file as given."""
-    path = Path(run)
-    return str(path / f"{which}.npz") if path.is_dir() else run
+    if which == "best" and Path(run).is_dir():
+        return str(Path(run) / model_file.BEST_FILENAME)
+    return str(model_file.resolve_model_path(run))
+
+
+def held_out_files(folder: str, fraction: float) -> list[tuple[str, str]]:
+    """(name, path) of each photo of `folder` that training with `validation_fraction` =
+    `fraction` holds out (`fnst_jax.data.sources.held_out_indices`)."""
+    source = FolderSource(folder)
+    return [
+        (source.key(int(i)), source.describe(int(i))) for i in held_out_indices(source, fraction)
+    ]
 
 
 def held_out_images(
     folder: str, fraction: float, longest_side: int
 ) -> list[tuple[str, np.ndarray]]:
     """(name, uint8 image resized whole to `longest_side`) of each held-out photo."""
-    source = FolderSource(folder)
     return [
-        (
-            source.key(int(i)),
-            quality.resize_longest_side(
-                image_io.read_image(source.describe(int(i))).rgb, longest_side
-            ),
-        )
-        for i in held_out_indices(source, fraction)
+        (name, image_io.resize_longest_side(image_io.read_image(path).rgb, longest_side))
+        for name, path in held_out_files(folder, fraction)
     ]
 
 
@@ -133,7 +137,7 @@ def measure(
 
 def measure_run(path: str, photos: list[tuple[str, np.ndarray]]) -> tuple[dict[str, Any], list]:
     """`measure` of a model file (or workdir), with what it was trained with."""
-    meta = export.read_metadata(path)
+    meta = model_file.read_metadata(path)
     summary, outputs = measure(path, Stylizer.from_model_file(path), style_targets(meta), photos)
     summary["style_image"] = meta["style_image"]
     summary["trained"] = {k: meta.get(k) for k in ("image_size", "pad", "style_size", "step")}

@@ -39,9 +39,8 @@ from PIL import Image, ImageOps
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fnst_jax import export  # noqa: E402
+from fnst_jax import export, image_io  # noqa: E402
 from fnst_jax.stylize import Stylizer  # noqa: E402
-from fnst_jax.stylize.arrays import resize  # noqa: E402
 from fnst_jax.stylize.inputs import Options, target_size  # noqa: E402
 
 PHOTO = REPO.parent / "shared" / "data" / "photos" / "bsd_101085.jpg"
@@ -79,7 +78,7 @@ def photo_array(data: bytes, size: int) -> np.ndarray:
     """The photo as the service sees it at `size` (EXIF applied, Lanczos resize)."""
     image = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
     width, height = target_size(image.shape[1], image.shape[0], Options(size=size))
-    return resize(image, None, (width, height))[0]
+    return image_io.resize_rgb_alpha(image, None, (width, height))[0]
 
 
 def random_model(folder: Path) -> Path:

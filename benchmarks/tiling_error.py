@@ -33,7 +33,7 @@ def load_image(path: str, upscale: float) -> np.ndarray:
     from fnst_jax import image_io
 
     rgb = image_io.read_image(path).rgb
-    return image_io.read_rgb_resized(path, round(min(rgb.shape[:2]) * upscale))
+    return image_io.resize_shorter_side(rgb, round(min(rgb.shape[:2]) * upscale))
 
 
 def run_mode(args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fnst_jax import export
+from fnst_jax import export, model_file
 from fnst_jax.train_step import Params, TrainingError
 
 
@@ -58,17 +58,17 @@ class BaseModel:
             return None
         try:
             model, metadata = export.load_model(path)
-        except export.ModelFileError as e:
+        except model_file.ModelFileError as e:
             raise TrainingError(f"init_from: {e}") from None
-        names = export.style_names(metadata, model.num_styles)
+        names = model_file.style_names(metadata, model.num_styles)
         entries = [dict(entry) for entry in metadata.get("styles") or ()] or [
             {
                 "name": names[0],
                 "image": metadata.get("style_image"),
-                "thumbnail": metadata.get(export.STYLE_THUMBNAIL_KEY),
+                "thumbnail": metadata.get(model_file.STYLE_THUMBNAIL_KEY),
             }
         ]
-        clashes = sorted(set(names) & {export.style_name(p) for p in new_styles})
+        clashes = sorted(set(names) & {model_file.style_name(p) for p in new_styles})
         if clashes:
             raise TrainingError(
                 f"init_from {path} already has the style(s) {clashes}; rename the new file(s)"
@@ -89,7 +89,7 @@ class BaseModel:
         style's norm rows the mean of the base rows."""
 
         def value(path: tuple, leaf: jax.Array) -> jax.Array:
-            name = export.param_name(path)
+            name = model_file.param_name(path)
             base = self.params[name]
             if leaf.ndim != 2:  # a convolution's kernel or bias: the same shape
                 return jnp.asarray(base, leaf.dtype)

@@ -31,9 +31,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from fnst_jax import export
+from fnst_jax import model_file
 from fnst_jax.files import write_text_atomic
-from fnst_jax.train_step import TrainingError, TrainState
+from fnst_jax.train_step import TrainingError
 
 CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("state", "data", "run")
@@ -153,12 +153,13 @@ def make_manager(workdir: str | os.PathLike, keep: int) -> ocp.CheckpointManager
 def save(
     manager: ocp.CheckpointManager,
     step: int,
-    state: TrainState,
+    state: dict[str, Any],
     data_state: dict,
     run_info: dict,
     force: bool = False,
 ) -> bool:
-    """Start saving checkpoint `step` (asynchronous: `manager.wait_until_finished` waits)."""
+    """Start saving checkpoint `step` of `state` (the `TrainState.to_dict()` layout; asynchronous:
+    `manager.wait_until_finished` waits)."""
     return manager.save(
         step,
         args=ocp.args.Composite(
@@ -171,8 +172,8 @@ def save(
 
 
 def restore_latest(
-    manager: ocp.CheckpointManager, abstract_state: TrainState
-) -> tuple[int, TrainState, dict, dict] | None:
+    manager: ocp.CheckpointManager, abstract_state: dict[str, Any]
+) -> tuple[int, dict[str, Any], dict, dict] | None:
     """(step, state, data_state, run_info) of the latest complete checkpoint, or None.
 
     `abstract_state` (jax.ShapeDtypeStruct leaves with shardings) says how to lay the
@@ -197,8 +198,8 @@ def restore_latest(
 
 
 def _restore_target(
-    manager: ocp.CheckpointManager, step: int, abstract_state: TrainState
-) -> TrainState:
+    manager: ocp.CheckpointManager, step: int, abstract_state: dict[str, Any]
+) -> dict[str, Any]:
     """`abstract_state`, plus the dropped entries the checkpoint still holds (orbax restores
     a whole tree only); a checkpoint of another state layout is refused."""
     saved = manager.item_metadata(step)["state"].tree
@@ -286,7 +287,7 @@ BEST_SELECTION = "lowest validation total loss"
 
 
 class BestModel:
-    """The run's best model so far, exported as WORKDIR/best.npz (`export.BEST_FILENAME`).
+    """The run's best model so far, exported as WORKDIR/best.npz (`model_file.BEST_FILENAME`).
 
     Best = the lowest validation total loss (`BEST_SELECTION`) at a validation after step 0:
     the objective the run trains for, with the weights the user chose, on held-out images
@@ -297,7 +298,7 @@ class BestModel:
     (best.npz's `validation` metadata, metrics.jsonl), for a reader who weighs them otherwise.
 
     The record is the file itself: its metadata holds the step and the validation figures,
-    and it is replaced atomically (`export.save_model`), so the best so far survives a kill
+    and it is replaced atomically (`model_file.write_model`), so the best so far survives a kill
     at any moment; a resumed run reads it back. Even one exported after the checkpoint the
     run resumes from is kept: resumption replays the same steps exactly, so it is a model of
     this very run. A run that starts afresh (no checkpoint) ignores an existing best.npz and
@@ -306,7 +307,7 @@ class BestModel:
     """
 
     def __init__(self, workdir: str | os.PathLike, resumed: bool, enabled: bool = True) -> None:
-        self.path = Path(workdir) / export.BEST_FILENAME
+        self.path = Path(workdir) / model_file.BEST_FILENAME
         self.enabled = enabled
         self.step: int | None = None
         self.total = math.inf
@@ -319,9 +320,9 @@ class BestModel:
             )
             return
         try:
-            metadata = export.read_metadata(self.path)
+            metadata = model_file.read_metadata(self.path)
             self.step, self.total = int(metadata["step"]), float(metadata["validation"]["total"])
-        except (export.ModelFileError, KeyError, TypeError, ValueError) as e:
+        except (model_file.ModelFileError, KeyError, TypeError, ValueError) as e:
             logging.warning(
                 "%s: not a best model this run can compare with (%s); replaced", self.path, e
             )

@@ -23,9 +23,6 @@ from absl import flags
 
 from fnst_jax.errors import UsageError, UserError
 
-# Flags this module defines for a caller (aliases, layer lists) belong to that caller in --help.
-flags.disclaim_key_flags()
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -34,8 +31,16 @@ EXIT_INTERRUPTED = 130
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
 
 
+def _attribute_flags_to_caller() -> None:
+    """Flags this module defines for a caller (aliases, layer lists) belong to that caller in
+    --help: absl skips this module when it looks for the module defining a flag. Declared
+    when flags are defined, so importing this module changes no absl state."""
+    flags.disclaim_key_flags()
+
+
 def accept_both_spellings(flag_values: flags.FlagValues) -> None:
     """Let every multi-word flag be written with hyphens as well as underscores."""
+    _attribute_flags_to_caller()
     for name in list(flag_values):
         for other in (name.replace("_", "-"), name.replace("-", "_")):
             if other != name and other not in flag_values:
@@ -81,6 +86,7 @@ def define_vgg_layers(
     """A comma-separated list of VGG19 taps (`relu1_1,relu2_1`), checked by name."""
     from fnst_jax.vgg import RELU_LAYERS  # here: stylize.py with an .onnx model loads no JAX
 
+    _attribute_flags_to_caller()
     flags.DEFINE_list(name, default, help_text, flag_values=flag_values)
     flags.register_validator(
         name,

@@ -23,7 +23,7 @@ It prints a table (mean warping error, squared and absolute, the ratio to the in
 the style loss), writes the JSON report (per frame pair: each video's errors and the
 visible fraction; the sampled frames' loss terms) and a PNG of the per-frame warping error
 over time. With a model (not an .onnx file), every stylized video's loss terms are the
-training objective's (`evaluate.Evaluator`: the model's style image, VGG and weights) on
+training objective's (`evaluation.Evaluator`: the model's style image, VGG and weights) on
 every --style-loss-every-th frame (default 4: frames 0, 4, 8, ...; each costs VGG passes;
 0 skips them). Without --model only the --stylized files (and the input) are scored.
 
@@ -209,12 +209,12 @@ def _file_sources(
 
 def _model(flag: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any] | None]:
     """(the stylize engine, the style-loss evaluator or None, its report) for --model; all
-    None without one. The evaluator is the image mode's (`evaluate._setup`): the model's
+    None without one. The evaluator is the image mode's (`evaluation.setup`): the model's
     own objective, style image and VGG."""
     if not flag["model"]:
         return None, None, None
-    from fnst_jax.deploy.onnx_runtime import is_onnx_file
     from fnst_jax.stylize import loading
+    from fnst_jax.stylize.onnx_engine import is_onnx_file
 
     stylizer = loading.load_stylizer(flag["model"])  # a bad model file: a UserError
     if stylizer.num_styles > 1:  # --model-style picks the style, as for images
@@ -224,9 +224,9 @@ def _model(flag: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any] | None]:
         stylizer = stylizer.with_style(chosen)
     if not flag["style-loss-every"] or is_onnx_file(flag["model"]):
         return stylizer, None, None  # an .onnx file has no training metadata to score with
-    from fnst_jax import evaluate
+    from fnst_jax import evaluation  # JAX: only to score with a model
 
-    evaluator, report = evaluate._setup(flag, flag["model-style"])
+    evaluator, report = evaluation.setup(flag, flag["model-style"])
     keep = ("style_image", "style_size", "loss", "vgg", "pad")
     return stylizer, evaluator, {key: report[key] for key in keep if key in report}
 

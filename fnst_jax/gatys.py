@@ -412,4 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from fnst_jax import runtime
+
+    # The VGG and the optimiser's step compile per image size: cache them across runs.
+    runtime.enable_compilation_cache()
     sys.exit(main())

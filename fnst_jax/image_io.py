@@ -9,8 +9,14 @@ The ICC colour profile is carried over when the pixels stay in the profile's col
 (not after a CMYK -> RGB conversion, where the CMYK profile would be wrong).
 
 Writing goes through `fnst_jax.files.write_atomic`, so a crash or Ctrl-C never leaves a
-half-written image under the final name. `to_uint8` (the network's float output -> pixels)
-and `transfer_luminance` (the "preserve colour" option) live here too.
+half-written image under the final name.
+
+The pixel helpers every part of fnst_jax uses live here too, each once: `to_uint8` (floats on
+the 0..255 scale, e.g. the network's output -> pixels: rounded to the nearest level, clipped),
+`check_rgb_image` (what the engines take), `resize` and its variants (Lanczos unless told:
+`resize_shorter_side` for style images, `resize_longest_side` for evaluation,
+`resize_rgb_alpha` for stylize's inputs) and `transfer_luminance` (the "preserve colour"
+option).
 """
 
 from __future__ import annotations
@@ -58,17 +64,17 @@ class DecodedImage:
 
 
 def _plane_to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale a 16-bit, 32-bit integer or float plane to uint8."""
+    """Scale a 16-bit, 32-bit integer or float plane to uint8 (`to_uint8`)."""
     if array.dtype == np.uint8:
         return array
     if array.dtype.kind == "f":
         # Float images (mode F) are usually 0..1 or 0..255; pick by range.
         scale = 255.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(array) * scale + 0.5, 0, 255).astype(np.uint8)
+        return to_uint8(np.nan_to_num(array) * scale)
     # 16-bit data (I;16 and 16-bit PNGs read as mode I): 0..65535 -> 0..255.
     if int(array.max(initial=0)) > 255:
-        return np.clip((array.astype(np.float32) / 257.0) + 0.5, 0, 255).astype(np.uint8)
-    return np.clip(array, 0, 255).astype(np.uint8)
+        return to_uint8(array.astype(np.float32) / 257.0)
+    return to_uint8(array)
 
 
 def pil_to_rgb_alpha(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -196,15 +202,55 @@ def read_rgb_resized(path: str | os.PathLike, shorter_side: int | None = None) -
     return resize_shorter_side(read_image(path).rgb, shorter_side)
 
 
+def resize(
+    image: np.ndarray | Image.Image,
+    size: tuple[int, int],
+    *,
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
+    box: tuple[int, int, int, int] | None = None,
+    reducing_gap: float | None = None,
+) -> np.ndarray:
+    """uint8 pixels (an (H, W, 3) RGB or (H, W) array, or a Pillow image) resized to `size`
+    (width, height) -> a uint8 array. box: the source region (left, top, right, bottom) to
+    resize, a crop at no extra cost; reducing_gap: Pillow's shortcut for large reductions
+    (faster, slightly other pixels). An array of that size already (no box) comes back as
+    it is."""
+    if isinstance(image, np.ndarray):
+        if box is None and (image.shape[1], image.shape[0]) == tuple(size):
+            return image
+        image = Image.fromarray(image)
+    return np.asarray(image.resize(size, resample, box=box, reducing_gap=reducing_gap))
+
+
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(width, height) scaled, each side rounded and at least 1 px."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def resize_shorter_side(rgb: np.ndarray, shorter_side: int | None) -> np.ndarray:
     """uint8 RGB (H, W, 3) with its shorter side resized to `shorter_side` (Lanczos; None
-    keeps it as it is)."""
+    keeps it as it is): how training, evaluation and Gatys size a style image."""
     if not shorter_side:
         return rgb
     height, width = rgb.shape[:2]
-    scale = shorter_side / min(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+    return resize(rgb, _scaled_size(height, width, shorter_side / min(height, width)))
+
+
+def resize_longest_side(rgb: np.ndarray, longest_side: int) -> np.ndarray:
+    """uint8 RGB (H, W, 3) resized (Lanczos) so that its longest side is `longest_side` px."""
+    height, width = rgb.shape[:2]
+    return resize(rgb, _scaled_size(height, width, longest_side / max(height, width)))
+
+
+def resize_rgb_alpha(
+    rgb: np.ndarray, alpha: np.ndarray | None, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """How `stylize.py --size/--scale` (and the service) resize an input: uint8 RGB with
+    Lanczos after Pillow's reducing_gap=3 shortcut, the alpha plane (if any) with plain
+    Lanczos, to `size` (width, height); a no-op at the same size."""
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb, alpha
+    return resize(rgb, size, reducing_gap=3), None if alpha is None else resize(alpha, size)
 
 
 def check_rgb_image(image: np.ndarray) -> None:

@@ -35,8 +35,8 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
+from fnst_jax import image_io
 from fnst_jax.losses import gram_matrix
 from fnst_jax.vgg import VGG19
 
@@ -137,14 +137,6 @@ def figures(
     }
 
 
-def resize_longest_side(image: np.ndarray, size: int) -> np.ndarray:
-    """A uint8 (H, W, 3) image resized (Lanczos) so that its longest side is `size` px."""
-    height, width = image.shape[:2]
-    scale = size / max(height, width)
-    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(shape, Image.Resampling.LANCZOS))
-
-
 @functools.partial(jax.jit, static_argnames="layers")
 def image_grams(
     vgg: VGG19, images: jax.Array, layers: tuple[str, ...] = STYLE_LAYERS
@@ -167,7 +159,7 @@ class StyleTargets:
     def at(self, size: int) -> dict[str, jax.Array]:
         """The Grams for images whose longest side is `size` px."""
         if size not in self._grams:
-            style = resize_longest_side(self.style_rgb, size)
+            style = image_io.resize_longest_side(self.style_rgb, size)
             self._grams[size] = image_grams(self.vgg, style[None])
         return self._grams[size]
 

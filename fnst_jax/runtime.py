@@ -42,7 +42,10 @@ def enable_compilation_cache() -> None:
         logging.warning("compilation cache disabled: cannot create %s (%s)", path, e)
         return
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Every program, however quick to compile: training's start runs ~70 programs, most
+    # under a second each (the random initialisers, one per parameter shape), which add up
+    # to seconds; read back from the cache they take milliseconds (benchmarks/startup.py).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

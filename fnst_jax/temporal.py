@@ -39,6 +39,7 @@ from types import ModuleType
 
 import numpy as np
 
+from fnst_jax import image_io
 from fnst_jax.errors import UserError
 
 # DIS presets (OpenCV's names). "medium": 4 px patches, a finer pyramid than "fast" and
@@ -135,9 +136,9 @@ class FlowEstimator:
 
     def flow(self, source: np.ndarray, target: np.ndarray) -> np.ndarray:
         """(H, W, 2) float32: pixel p of `source` is at p + flow[p] in `target` (uint8 RGB)."""
-        gray = [
-            self._cv2.cvtColor(_uint8_rgb(f), self._cv2.COLOR_RGB2GRAY) for f in (source, target)
-        ]
+        for frame in (source, target):
+            image_io.check_rgb_image(frame)
+        gray = [self._cv2.cvtColor(f, self._cv2.COLOR_RGB2GRAY) for f in (source, target)]
         return self._dis.calc(gray[0], gray[1], None)
 
     def __call__(self, previous: np.ndarray, current: np.ndarray) -> FramePairFlow:
@@ -149,13 +150,6 @@ class FlowEstimator:
         backward = self.flow(current, previous)
         forward = self.flow(previous, current)
         return FramePairFlow(backward, visible_mask(backward, forward))
-
-
-def _uint8_rgb(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.dtype} {frame.shape}")
-    return frame
 
 
 def pair_errors(
@@ -209,7 +203,7 @@ class TemporalBlender:
             if pair is None:
                 pair = self.flows(previous_input, input_frame)
             mixed = blend(previous_output, stylized, pair, self.alpha)
-            output = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+            output = image_io.to_uint8(mixed)
         self._previous = (input_frame, output)
         return output
 
@@ -263,7 +257,7 @@ class WarpingErrors:
     def next_input(self, frame: np.ndarray) -> FramePairFlow | None:
         """Move to the next frame index: the flow from `frame` back to the previous input
         frame (None for the first)."""
-        frame = _uint8_rgb(frame)
+        image_io.check_rgb_image(frame)
         if self._input is not None and frame.shape != self._input.shape:
             raise VideoMismatchError(
                 f"input frame {self.frames} is {frame.shape[1]}x{frame.shape[0]}, the earlier "

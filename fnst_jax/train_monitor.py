@@ -15,18 +15,18 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import logging  # noqa: E402
-from PIL import Image  # noqa: E402
+from fnst_jax.files import write_atomic, write_text_atomic
+from fnst_jax.image_io import to_uint8
 
-from fnst_jax.files import write_atomic, write_text_atomic  # noqa: E402
-from fnst_jax.image_io import to_uint8  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.jsonl"
 CHART_FILE = "loss.png"
@@ -51,6 +51,7 @@ class Monitor:
         self,
         workdir: Path,
         config: ml_collections.ConfigDict,
+        *,
         start_step: int,
         enabled: bool = True,
         best_step: int | None = None,
@@ -73,8 +74,7 @@ class Monitor:
         if not enabled:
             return
         self.history = self._read_history(start_step)
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = _summary_writer_class()
         self._writer = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=start_step)
         if sys.stderr.isatty():
             from tqdm import tqdm
@@ -89,14 +89,7 @@ class Monitor:
         path = self.workdir / METRICS_FILE
         if not path.exists():
             return []
-        records = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if record.get("step", 0) <= start_step:
-                records.append(record)
+        records = [r for r in read_metrics(self.workdir) if r.get("step", 0) <= start_step]
         write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
         return records
 
@@ -179,12 +172,8 @@ class Monitor:
     def plot(self) -> None:
         """Write WORKDIR/loss.png (`loss_chart`); nothing before the first train record."""
         fig = loss_chart(self.history, self.best_step)
-        if fig is None:
-            return
-        try:
+        if fig is not None:
             write_atomic(self.workdir / CHART_FILE, lambda tmp: fig.savefig(tmp, format="png"))
-        finally:
-            plt.close(fig)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -193,18 +182,57 @@ class Monitor:
             self._writer.close()
 
 
-def loss_chart(history: list[dict], best_step: int | None = None) -> plt.Figure | None:
+def read_metrics(workdir: str | Path, split: str | None = None) -> list[dict]:
+    """The records of WORKDIR/metrics.jsonl in file order ([] when there is none), those of
+    one `split` ("train", "validation") when given. A line cut by a kill is skipped."""
+    path = Path(workdir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if split is None or record.get("split") == split:
+            records.append(record)
+    return records
+
+
+def _summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported without torch. tensorboardX.writer imports
+    torch when it is installed (2-3 s of a training start on CPU) only to name torch.Tensor
+    in its annotations; the monitor writes floats and numpy images."""
+    if "torch" in sys.modules:  # already paid for
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError meanwhile
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
+def loss_chart(history: list[dict], best_step: int | None = None) -> Figure | None:
     """The article's chart from metrics records: each weighted loss term (`CHART_TERMS`) of
     the train records and the validation total over steps; below it, when validation
     records hold them, the quality figures (`CHART_FIGURES`). A vertical line marks
-    `best_step` on both. None while there is no train record. The caller closes the figure."""
+    `best_step` on both. None while there is no train record.
+
+    A bare `Figure` (no pyplot): drawing selects no backend and registers no figure, so
+    nothing global changes and nothing needs closing; `savefig` renders PNG with Agg."""
+    from matplotlib.figure import Figure
+
     train = [r for r in history if r.get("split") == "train"]
     if not train:
         return None
     validation = [r for r in history if r.get("split") == "validation"]
     with_figures = [r for r in validation if "style_reduction" in r]
     panels = 2 if with_figures else 1
-    fig, axes = plt.subplots(panels, 1, figsize=(8, 4.5 * panels), dpi=100, squeeze=False)
+    fig = Figure(figsize=(8, 4.5 * panels), dpi=100)
+    axes = fig.subplots(panels, 1, squeeze=False)
     losses, *rest = axes[:, 0]
     steps = [r["step"] for r in train]
     for term in CHART_TERMS:

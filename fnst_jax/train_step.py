@@ -1,10 +1,11 @@
 """The train step: state, loss and gradients, the update, and its jit/pmap forms. No I/O.
 
-`TrainState` is what checkpoints hold. `stylize_and_score` runs the TransformerNet (with the
-train pad, `transformer_net.stylize_padded`) and the VGG perceptual loss (`losses`) on one
-batch, plus the stability term (`stability`) when its weight is set, whose random
-perturbations are drawn from (seed, step) so a resumed run repeats them; `loss_and_grads`
-differentiates it; `apply_gradients` applies the optimizer update unless anything is non-finite.
+`TrainState` is everything a step updates and what checkpoints hold (`TrainState.to_dict`).
+`stylize_and_score` runs the TransformerNet (with the train pad,
+`transformer_net.stylize_padded`) and the VGG perceptual loss (`losses`) on one batch, plus
+the stability term (`stability`) when its weight is set, whose random perturbations are
+drawn from (seed, step) so a resumed run repeats them; `loss_and_grads` differentiates
+it; `apply_gradients` applies the optimizer update unless anything is non-finite.
 `make_jit_step` (the default: a device mesh, batch sharded on `data`) and `make_pmap_step`
 wrap them for data parallelism; `make_eval_fn` is the validation forward.
 
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -42,8 +43,6 @@ from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, to_pixel
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 from fnst_jax.vgg import VGG19
 
-# The train state pytree: {"params", "opt_state", "step", "nonfinite_run", "nonfinite_total"}.
-TrainState = dict[str, Any]
 Params = dict[str, Any]
 Terms = dict[str, jax.Array]
 
@@ -52,6 +51,27 @@ OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
 class TrainingError(UserError, RuntimeError):
     """A run that cannot start or go on; the message says why and what to do."""
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a step updates, and what a checkpoint holds (a pytree: jit and pmap take
+    it whole, and the step donates it)."""
+
+    params: Params  # the TransformerNet's, as `nnx.to_pure_dict` nests them
+    opt_state: optax.OptState
+    step: jax.Array  # int32: steps taken, skipped non-finite ones included
+    nonfinite_run: jax.Array  # int32: non-finite steps in a row, up to this one
+    nonfinite_total: jax.Array  # int32: non-finite steps in the whole run
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's layout: one entry per field, under the field's name."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> TrainState:
+        """The state a checkpoint's `to_dict` layout holds."""
+        return cls(**tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,14 +157,15 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
 
 
 def init_model(
-    rng: jax.Array, dtype: Any, num_styles: int = 1, output_bias: float | None = None
+    rng: jax.Array, dtype: Any, *, num_styles: int = 1, output_bias: float | None = None
 ) -> tuple[nnx.GraphDef, Params]:
     """A freshly initialised TransformerNet, split into its graphdef and plain parameters.
-    The same `rng` gives the same parameters whatever the dtype (and as fnst_jax 0.1 did);
-    the convolutions do not depend on `num_styles` either. output_bias: the last
-    convolution's bias starts at this pixel value (`config.train.output_bias`); None keeps
-    torch's default init, with which the network starts out near black."""
-    model_rng, _ = jax.random.split(rng)  # 0.1 split off a second key for an unused state rng
+    The same `rng` gives the same parameters whatever the dtype; the convolutions do not
+    depend on `num_styles` either. output_bias: the last convolution's bias starts at this
+    pixel value (`config.train.output_bias`); None keeps torch's default init, with which
+    the network starts out near black."""
+    # The first of two keys: a seed keeps giving the parameters its recorded runs started from.
+    model_rng, _ = jax.random.split(rng)
     seed = int(jax.random.randint(model_rng, (), 0, 2**31 - 1))
     model = TransformerNet(num_styles=num_styles, dtype=dtype, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
@@ -156,25 +177,26 @@ def init_model(
 
 
 def new_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
-    """The train state at step 0 (what checkpoints hold)."""
-    return {
-        "params": params,
-        "opt_state": tx.init(params),
-        "step": jnp.zeros((), jnp.int32),
-        "nonfinite_run": jnp.zeros((), jnp.int32),  # non-finite steps in a row
-        "nonfinite_total": jnp.zeros((), jnp.int32),
-    }
+    """The train state at step 0 (each counter its own buffer: the step donates them all)."""
+    return TrainState(
+        params=params,
+        opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32),
+        nonfinite_run=jnp.zeros((), jnp.int32),
+        nonfinite_total=jnp.zeros((), jnp.int32),
+    )
 
 
 def init_state(
     rng: jax.Array,
     dtype: Any,
     tx: optax.GradientTransformation,
+    *,
     num_styles: int = 1,
     output_bias: float | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
     """The graphdef and the step-0 train state of a new run seeded by `rng` (`init_model`)."""
-    graphdef, params = init_model(rng, dtype, num_styles, output_bias)
+    graphdef, params = init_model(rng, dtype, num_styles=num_styles, output_bias=output_bias)
     return graphdef, new_state(params, tx)
 
 
@@ -227,6 +249,7 @@ def loss_and_grads(
     vgg: VGG19,
     target_grams: dict[str, jax.Array],
     config: StepConfig,
+    *,
     rng: jax.Array | None = None,
     shard: tuple[jax.Array | int, int] | None = None,
     style: jax.Array | None = None,
@@ -250,6 +273,7 @@ def apply_gradients(
     terms: Terms,
     grads: Params,
     tx: optax.GradientTransformation,
+    *,
     mask: Params | None = None,
 ) -> tuple[TrainState, Terms]:
     """The optimizer update, skipped (parameters and optimizer state unchanged) when the loss
@@ -259,21 +283,21 @@ def apply_gradients(
         grads = jax.tree.map(jnp.multiply, grads, mask)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(terms["total"]) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     if mask is not None:
         updates = jax.tree.map(jnp.multiply, updates, mask)
-    params = optax.apply_updates(state["params"], updates)
+    params = optax.apply_updates(state.params, updates)
 
     def keep_if_finite(new: Any, old: Any) -> Any:
         return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
-    new_state = {
-        "params": keep_if_finite(params, state["params"]),
-        "opt_state": keep_if_finite(opt_state, state["opt_state"]),
-        "step": state["step"] + 1,
-        "nonfinite_run": jnp.where(finite, 0, state["nonfinite_run"] + 1),
-        "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32),
-    }
+    new_state = TrainState(
+        params=keep_if_finite(params, state.params),
+        opt_state=keep_if_finite(opt_state, state.opt_state),
+        step=state.step + 1,
+        nonfinite_run=jnp.where(finite, 0, state.nonfinite_run + 1),
+        nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
+    )
     return new_state, dict(terms, grad_norm=grad_norm)
 
 
@@ -294,13 +318,13 @@ def make_jit_step(mesh: Mesh, tx: optax.GradientTransformation, config: StepConf
     def step(
         state: TrainState, batch: jax.Array, vgg: VGG19, target_grams: dict
     ) -> tuple[TrainState, Terms]:
-        rng = step_rng(config.seed, state["step"])
-        style = step_style(config.seed, state["step"], config.trained_styles)
+        rng = step_rng(config.seed, state.step)
+        style = step_style(config.seed, state.step, config.trained_styles)
         terms, grads = loss_and_grads(
-            state["params"], batch, vgg, target_grams, config, rng, style=style
+            state.params, batch, vgg, target_grams, config, rng=rng, style=style
         )
-        mask = trainable_mask(state["params"], config)
-        return apply_gradients(state, terms, grads, tx, mask)
+        mask = trainable_mask(state.params, config)
+        return apply_gradients(state, terms, grads, tx, mask=mask)
 
     return jax.jit(
         step,
@@ -317,16 +341,17 @@ def make_pmap_step(tx: optax.GradientTransformation, config: StepConfig) -> Step
         state: TrainState, batch: jax.Array, vgg: VGG19, target_grams: dict
     ) -> tuple[TrainState, Terms]:
         # Each device takes its rows of the perturbations drawn for the global batch.
-        rng = step_rng(config.seed, state["step"])
+        rng = step_rng(config.seed, state.step)
         count = batch.shape[0]
         shard = (jax.lax.axis_index("data") * count, count * jax.lax.axis_size("data"))
-        style = step_style(config.seed, state["step"], config.trained_styles)
+        style = step_style(config.seed, state.step, config.trained_styles)
         terms, grads = loss_and_grads(
-            state["params"], batch, vgg, target_grams, config, rng, shard=shard, style=style
+            state.params, batch, vgg, target_grams, config, rng=rng, shard=shard, style=style
         )
         grads = jax.lax.pmean(grads, "data")
         terms = jax.lax.pmean(terms, "data")
-        return apply_gradients(state, terms, grads, tx, trainable_mask(state["params"], config))
+        mask = trainable_mask(state.params, config)
+        return apply_gradients(state, terms, grads, tx, mask=mask)
 
     return jax.pmap(step, axis_name="data", donate_argnums=0)
 

@@ -26,6 +26,9 @@ region of each array that holds that network input. Every layer then reflects at
 edges exactly as the reference reflects at the array edges (`reflect_pad(..., box=)`), and
 every instance norm takes its statistics inside the box (or uses statistics it is given,
 `NormControl`), so the result inside the box is the reference result.
+`TransformerNet.forward_with_statistics` also returns what each norm did (`NormRecord`: the
+moments it normalised with, and its input summarised over a region when asked): tiling
+computes a large image's exact statistics from these, one layer at a time.
 
 Many styles in one network (Dumoulin, Shlens & Kudlur 2017, conditional instance norm):
 `TransformerNet(num_styles=N)` gives every instance norm an (N, C) scale and shift; the
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +50,7 @@ import numpy as np
 from flax import nnx
 
 from fnst_jax import cpu_conv
-from fnst_jax.stylize.styles import StyleError, style_weights
+from fnst_jax.model_file import StyleError, style_weights
 
 INSTANCE_NORM_EPSILON = 1e-5  # torch.nn.InstanceNorm2d's default
 # The network downsamples twice by 2, so inputs are reflect-padded to a multiple of this.
@@ -56,6 +59,10 @@ SIZE_MULTIPLE = 4
 
 # Norm moments: float32 (mean, variance), each (N, 1, 1, C).
 Moments = tuple[jax.Array, jax.Array]
+# A norm layer's input over a region: float32 (count, mean, sum of squared deviations from
+# that mean), each (N, 1, 1, C); partial sums in this form combine without the cancellation
+# of a plain sum of squares.
+Summary = tuple[jax.Array, jax.Array, jax.Array]
 
 
 def reflect_indices(count: int, before: int, low: jax.Array, high: jax.Array) -> jax.Array:
@@ -98,47 +105,55 @@ def box_mask(box: jax.Array, height: int, width: int) -> jax.Array:
     return (inside_rows[:, :, None] & inside_cols[:, None, :]).astype(jnp.float32)[..., None]
 
 
-@dataclasses.dataclass
+class NormRecord(NamedTuple):
+    """What one instance norm did in a forward pass: `moments`, the (mean, variance) it
+    normalised with; `summary`, its input over `NormControl.sum_box` (None without one)."""
+
+    moments: Moments
+    summary: Summary | None
+
+
+@dataclasses.dataclass(frozen=True)
 class NormControl:
-    """Where the instance norms of one `TransformerNet.forward` take their statistics.
+    """Where the instance norms of one `TransformerNet.forward_with_statistics` take their
+    statistics. Read only: what each norm did comes back from the call (`NormRecord`).
 
     given: per norm layer (in call order) the moments to normalise with, or None to measure
     them inside the box; None altogether measures every layer. Tiles of a large image are
     normalised with the whole image's moments this way.
     sum_box: (N, 4) full-resolution box: each norm layer's input is also summarised over it
     (scaled to that layer's resolution), for the exact statistics of a tiled image.
-    Filled during the call: `used` (the moments each layer normalised with) and, when
-    sum_box is set, `sums`: per layer (count, mean, sum of squared deviations from that
-    mean) over the sum box, float32 (N, 1, 1, C) each; partial sums in this form combine
-    without the cancellation of a plain sum of squares.
     """
 
     given: Sequence[Moments | None] | None = None
     sum_box: jax.Array | None = None
-    used: list[Moments] = dataclasses.field(default_factory=list)
-    sums: list[tuple[jax.Array, jax.Array, jax.Array]] = dataclasses.field(default_factory=list)
 
     def normalize(
         self,
         norm: InstanceNorm,
+        layer: int,
         x: jax.Array,
         box: jax.Array | None,
         scale: int,
         style: jax.Array | None = None,
-    ) -> jax.Array:
-        """Apply `norm` (the next layer in call order) to x, at 1/scale resolution."""
-        index = len(self.used)
-        given = self.given[index] if self.given is not None else None
+    ) -> tuple[jax.Array, NormRecord]:
+        """Apply `norm`, norm layer number `layer` in call order, to x at 1/scale
+        resolution -> (its output, what it did)."""
+        given = self.given[layer] if self.given is not None else None
         moments = given if given is not None else norm.moments(x, box)
-        self.used.append(moments)
+        summary = None
         if self.sum_box is not None:
             mask = box_mask(self.sum_box // scale, x.shape[1], x.shape[2])
             x32 = x.astype(jnp.float32)
             count = jnp.sum(mask, axis=(1, 2), keepdims=True)
             mean = jnp.sum(x32 * mask, axis=(1, 2), keepdims=True) / jnp.maximum(count, 1.0)
             squares = jnp.sum(jnp.square(x32 - mean) * mask, axis=(1, 2), keepdims=True)
-            self.sums.append((count, mean, squares))
-        return norm.normalize(x, *moments, style)
+            summary = (count, mean, squares)
+        return norm.normalize(x, *moments, style), NormRecord(moments, summary)
+
+
+# Every norm measures its own input inside the box: the reference forward.
+MEASURE = NormControl()
 
 
 class ReflectConv(nnx.Module):
@@ -264,21 +279,20 @@ class ConvNormRelu(nnx.Module):
         self,
         x: jax.Array,
         box: jax.Array | None = None,
-        norms: NormControl | None = None,
+        norms: NormControl = MEASURE,
+        layer: int = 0,
         scale: int = 1,
         style: jax.Array | None = None,
-    ) -> jax.Array:
-        """box: the input's box (`ReflectConv`); norms, scale: how the norm takes its
-        statistics and at which resolution (1/scale of the input image) its input is;
-        style: (B, num_styles) weights (multi-style models)."""
+    ) -> tuple[jax.Array, NormRecord]:
+        """-> (output, what its norm did). box: the input's box (`ReflectConv`); norms,
+        layer, scale: how the norm takes its statistics, its number in call order, and the
+        resolution of its input (1/scale of the input image); style: (B, num_styles)
+        weights (multi-style models)."""
         y = self.conv(x, box)
         if self.conv.stride != 1 and box is not None:
             box = box // self.conv.stride
-        if norms is None:
-            y = self.norm.normalize(y, *self.norm.moments(y, box), style)
-        else:
-            y = norms.normalize(self.norm, y, box, scale, style)
-        return jax.nn.relu(y) if self.relu else y
+        y, record = norms.normalize(self.norm, layer, y, box, scale, style)
+        return (jax.nn.relu(y) if self.relu else y), record
 
 
 class ResidualBlock(nnx.Module):
@@ -298,12 +312,15 @@ class ResidualBlock(nnx.Module):
         self,
         x: jax.Array,
         box: jax.Array | None = None,
-        norms: NormControl | None = None,
+        norms: NormControl = MEASURE,
+        layer: int = 0,
         scale: int = 1,
         style: jax.Array | None = None,
-    ) -> jax.Array:
-        inner = self.block1(x, box, norms, scale, style)
-        return x + self.block2(inner, box, norms, scale, style)
+    ) -> tuple[jax.Array, list[NormRecord]]:
+        """As `ConvNormRelu`; its two norms are layers `layer` and `layer + 1`."""
+        inner, first = self.block1(x, box, norms, layer, scale, style)
+        outer, second = self.block2(inner, box, norms, layer + 1, scale, style)
+        return x + outer, [first, second]
 
 
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -321,12 +338,13 @@ class UpsampleConvNormRelu(ConvNormRelu):
         self,
         x: jax.Array,
         box: jax.Array | None = None,
-        norms: NormControl | None = None,
+        norms: NormControl = MEASURE,
+        layer: int = 0,
         scale: int = 1,
         style: jax.Array | None = None,
-    ) -> jax.Array:
+    ) -> tuple[jax.Array, NormRecord]:
         """box, scale: of the upsampled input (twice the resolution of x)."""
-        return super().__call__(upsample_nearest(x), box, norms, scale, style)
+        return super().__call__(upsample_nearest(x), box, norms, layer, scale, style)
 
 
 class TransformerNet(nnx.Module):
@@ -358,31 +376,40 @@ class TransformerNet(nnx.Module):
         return self.forward(y, style=style)[:, :h, :w, :]
 
     def forward(
-        self,
-        x: jax.Array,
-        box: jax.Array | None = None,
-        norms: NormControl | None = None,
-        style: jax.Array | None = None,
+        self, x: jax.Array, box: jax.Array | None = None, style: jax.Array | None = None
     ) -> jax.Array:
         """The layers on an input whose H, W are multiples of 4 -> float32, same shape.
 
         box: None (the whole input is the network input), or (N, 4) int32 (top, bottom,
         left, right) per image, all multiples of 4: the region holding the network input
         (see the module docstring); the output is exact inside it and arbitrary outside.
-        norms: where the instance norms take their statistics (default: measured in the box).
         style: (N, num_styles) weights per image (multi-style models; see `style_weights`).
         """
+        return self.forward_with_statistics(x, box, style=style)[0]
+
+    def forward_with_statistics(
+        self,
+        x: jax.Array,
+        box: jax.Array | None = None,
+        norms: NormControl = MEASURE,
+        style: jax.Array | None = None,
+    ) -> tuple[jax.Array, list[NormRecord]]:
+        """`forward`, with the instance norms taking their statistics as `norms` says
+        (default: each measures its input in the box) -> (output, per norm layer in call
+        order what it did)."""
         y = x.astype(self.dtype)
         quarter = None if box is None else box // SIZE_MULTIPLE
         half = None if box is None else box // 2
-        y = self.conv1(y, box, norms, 1, style)
-        y = self.conv2(y, box, norms, 2, style)
-        y = self.conv3(y, half, norms, 4, style)
-        for block in self.res:
-            y = block(y, quarter, norms, 4, style)
-        y = self.up1(y, half, norms, 2, style)
-        y = self.up2(y, box, norms, 1, style)
-        return self.out(y, box).astype(jnp.float32)
+        y, conv1 = self.conv1(y, box, norms, 0, 1, style)
+        y, conv2 = self.conv2(y, box, norms, 1, 2, style)
+        y, conv3 = self.conv3(y, half, norms, 2, 4, style)
+        records = [conv1, conv2, conv3]
+        for residual in self.res:
+            y, pair = residual(y, quarter, norms, len(records), 4, style)
+            records.extend(pair)
+        y, up1 = self.up1(y, half, norms, len(records), 2, style)
+        y, up2 = self.up2(y, box, norms, len(records) + 1, 1, style)
+        return self.out(y, box).astype(jnp.float32), [*records, up1, up2]
 
 
 def num_styles_of(params: Mapping[str, Any]) -> int:

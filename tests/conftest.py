@@ -86,3 +86,29 @@ def style_image(tmp_path_factory) -> Path:
     stripes = ((np.sin(x / 3.0) + np.cos(y / 5.0)) * 60 + 128).astype(np.uint8)
     Image.fromarray(np.stack([stripes, 255 - stripes, np.roll(stripes, 7, 0)], -1)).save(path)
     return path
+
+
+@pytest.fixture
+def compiled_programs():
+    """A function: the names of the XLA programs `build()` compiles (or loads from a
+    compilation cache), in order. `clear` (default) empties JAX's in-memory caches first, so
+    a program compiled earlier in this process counts again."""
+    import jax
+
+    def programs(build, clear: bool = True) -> list[str]:
+        names = []
+
+        def listener(event: str, duration: float, **kwargs) -> None:
+            if event == "/jax/core/compile/backend_compile_duration":
+                names.append(str(kwargs.get("fun_name")))
+
+        if clear:
+            jax.clear_caches()
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            build()
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+        return names
+
+    return programs

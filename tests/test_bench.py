@@ -87,6 +87,7 @@ def fast_workers(monkeypatch):
     monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 
+@pytest.mark.slow
 def test_jax_end_to_end(tmp_path, fast_workers, capsys):
     out = tmp_path / "out.json"
     assert (
@@ -108,6 +109,7 @@ def test_jax_end_to_end(tmp_path, fast_workers, capsys):
     assert "measured under load" not in table and "jax*" not in table
 
 
+@pytest.mark.slow
 def test_torch_end_to_end_and_flops_agree(tmp_path, fast_workers):
     pytest.importorskip("torch")
     out = tmp_path / "out.json"

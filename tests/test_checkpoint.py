@@ -1,6 +1,8 @@
 """Checkpoints and the workdir check: round trip, old checkpoints with an `rng` entry, refusals.
 
-Resuming a real run (SIGKILL during a save included) is tested end to end in test_train.py.
+The training run's side (`train_checkpoint`: the typed state in and out) is tested in
+test_train_checkpoint.py; resuming a real run (SIGKILL during a save included) end to end in
+test_train.py.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from fnst_jax.train_step import TrainingError
 
 
 def small_state() -> dict:
-    return train_step.new_state({"w": jnp.arange(3.0), "b": jnp.ones((2, 2))}, optax.adam(0.1))
+    """A train state in the layout checkpoints hold (`TrainState.to_dict`)."""
+    params = {"w": jnp.arange(3.0), "b": jnp.ones((2, 2))}
+    return train_step.new_state(params, optax.adam(0.1)).to_dict()
 
 
 def save_one(workdir, step: int, state: dict, run_info: dict | None = None) -> None:
@@ -137,11 +141,11 @@ def test_unusable_workdirs_are_user_errors(tmp_path):
 def _export_best(workdir, step: int, metadata_extra: dict) -> None:
     from flax import nnx
 
-    from fnst_jax import export
+    from fnst_jax import export, model_file
     from fnst_jax.transformer_net import TransformerNet
 
     model = TransformerNet(rngs=nnx.Rngs(0))
-    export.save_model(workdir / export.BEST_FILENAME, model, {"step": step, **metadata_extra})
+    export.save_model(workdir / model_file.BEST_FILENAME, model, {"step": step, **metadata_extra})
 
 
 def test_best_model_compares_with_the_record_in_best_npz(tmp_path):

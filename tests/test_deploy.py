@@ -33,7 +33,7 @@ from stylize_helpers import (
 )
 from stylize_helpers import run as run_stylize
 
-from fnst_jax import deploy, export, image_io
+from fnst_jax import deploy, export, image_io, model_file
 from fnst_jax.deploy import FLOAT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, cli, stablehlo, verify
 from fnst_jax.errors import UserError
 from fnst_jax.stylize import Stylizer, loading
@@ -104,6 +104,7 @@ def test_onnx_matches_jax_forward_at_odd_sizes_and_batches(onnx_file, model, hei
     assert_within_bound(run(images), reference(model, images))
 
 
+@pytest.mark.slow
 def test_onnx_interface_metadata_and_operators(tmp_path, model_path):
     output = tmp_path / "candy.onnx"
     argv = ["export", f"--model={model_path}", "--format=onnx", f"--output={output}"]
@@ -153,6 +154,7 @@ def test_float16_onnx_keeps_the_bound(model):
     assert 0.01 < np.abs(raw - expected).max() < 0.5
 
 
+@pytest.mark.slow
 def test_opset_range(tmp_path, model):
     for opset in (13, 17):
         data = onnx_graph.serialize(model, TEST_PAD, {}, opset=opset)
@@ -194,12 +196,13 @@ def test_tiling_functions_are_carried_not_called(onnx_file):
     assert onnx_file.stat().st_size < parameters + 200_000  # the functions are ~70 kB
 
 
+@pytest.mark.slow
 def test_tiling_functions_are_the_jax_box_form(onnx_file, model):
     """`tile_forward` and `norm_moments` against the JAX engine's box form, on the same
     tiles, boxes (two distinct ones in one call: the ONNX engine groups tiles by box),
     interiors and statistics. Inside the box the outputs agree to float rounding (0.0007
     measured on outputs spanning 0..255); outside it neither is defined."""
-    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+    from fnst_jax.stylize.onnx_engine import OnnxStylizer
 
     jax_engine, onnx_engine = Stylizer(model, pad=TEST_PAD), OnnxStylizer(onnx_file)
     image = natural_image(50, 70)
@@ -229,7 +232,7 @@ def test_tiling_functions_are_the_jax_box_form(onnx_file, model):
 def test_a_file_without_tiling_functions_says_to_export_again(tmp_path, onnx_file):
     """A file exported before tiling existed (no functions) stylizes images whole and
     refuses tiles with a message that names the fix."""
-    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+    from fnst_jax.stylize.onnx_engine import OnnxStylizer
 
     old = onnx.load(onnx_file)
     del old.functions[:]
@@ -263,6 +266,7 @@ STANDALONE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_stablehlo_is_callable_without_fnst_jax(tmp_path, model):
     program = tmp_path / "candy.jaxexport"
     program.write_bytes(stablehlo.serialize(model, TEST_PAD))
@@ -301,6 +305,7 @@ def test_compare_bounds_levels_not_floats():
         verify.require_agreement([check], "x.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "stablehlo"])
 def test_a_file_that_disagrees_is_never_left(tmp_path, model_path, monkeypatch, capsys, fmt):
     """A file built from another model fails its check: the command exits 2 and leaves
@@ -327,6 +332,7 @@ def test_a_file_that_disagrees_is_never_left(tmp_path, model_path, monkeypatch, 
 # ----------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_command_writes_verified_stablehlo(tmp_path, model_path, capsys):
     output = tmp_path / "candy.jaxexport"
     argv = ["export", f"--model={model_path}", "--format=stablehlo", f"--output={output}"]
@@ -338,9 +344,9 @@ def test_command_writes_verified_stablehlo(tmp_path, model_path, capsys):
 
 def old_layout(path):
     """A model file whose parameters predate the current TransformerNet (one missing)."""
-    arrays, meta = export.read_model(save_test_model(path))
+    arrays, meta = model_file.read_model(save_test_model(path))
     del arrays["out/conv/bias"]
-    arrays[export.META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays[model_file.META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(path, **arrays)
 
 
@@ -400,14 +406,12 @@ def test_existing_output_needs_overwrite(tmp_path, model_path, capsys):
     assert output.read_bytes() == b"keep"
 
 
+@pytest.mark.slow
 def test_real_entry_points(tmp_path, model_path):
-    """`python -m fnst_jax.deploy` (and, once export.py delegates to it, `python -m
-    fnst_jax.export`) in a real process: --help, and an error exit."""
-    modules = ["fnst_jax.deploy"]
-    if "fnst_jax.deploy" in (REPO / "fnst_jax" / "export.py").read_text():
-        modules.append("fnst_jax.export")
+    """`python -m fnst_jax.deploy` and `python -m fnst_jax.export` (the same command) in a
+    real process: --help, and an error exit."""
     env = dict(os.environ, FNST_JAX_CACHE=str(tmp_path / "cache"))
-    for module in modules:
+    for module in ("fnst_jax.deploy", "fnst_jax.export"):
         help_run = subprocess.run(
             [sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env
         )
@@ -460,7 +464,7 @@ def photo_model(tmp_path_factory) -> Path:
     env = dict(os.environ, JAX_PLATFORMS="cpu", FNST_JAX_CACHE=str(workdir / "cache"))
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    _, metadata = export.read_model(workdir)
+    _, metadata = model_file.read_model(workdir)
     assert metadata["step"] == PHOTO_STEPS and metadata["pad"] == 10
     return workdir
 
@@ -478,6 +482,7 @@ def test_trained_model_exports_verify(tmp_path, photo_model, capsys):
         assert ("tiled, exact statistics" in err) == (fmt == "onnx")
 
 
+@pytest.mark.slow
 def test_one_style_of_a_multi_style_model_exports(tmp_path, capsys):
     """An exported file computes one style (or mix) of a multi-style model: --style picks
     it, the file is verified against the model in that style and named after it."""
@@ -498,6 +503,7 @@ def test_one_style_of_a_multi_style_model_exports(tmp_path, capsys):
     assert difference.max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "stablehlo"])
 def test_style_input_file_computes_every_style_and_mix(tmp_path, capsys, fmt):
     """--style-input: one file for every style of a multi-style model. Each image of a batch

@@ -1,4 +1,4 @@
-"""`stylize.py --model x.onnx`: the onnxruntime engine (`deploy.onnx_runtime.OnnxStylizer`)
+"""`stylize.py --model x.onnx`: the onnxruntime engine (`stylize.onnx_engine.OnnxStylizer`)
 against the JAX engine through the same command line: images, colour transfer, video frames,
 tiled images (exact and approximate statistics), refusals (too small; bad files; flags fixed
 at export), and the real entry point run without JAX.
@@ -32,7 +32,7 @@ from stylize_helpers import (
 )
 
 from fnst_jax import runtime, transformer_net, video
-from fnst_jax.stylize import arrays, loading, tiling
+from fnst_jax.stylize import arrays, defaults, tiling
 
 onnxruntime = pytest.importorskip("onnxruntime")
 from fnst_jax.deploy import onnx_graph  # noqa: E402 (needs onnx)
@@ -97,6 +97,7 @@ def test_video_and_gif_frames(models, tmp_path):
         assert np.abs(got.astype(int) - expected.astype(int)).mean() < 0.5
 
 
+@pytest.mark.slow
 def test_tiled_images_match_the_jax_path(models, tmp_path):
     """Above --max-pixels both engines tile. Exact statistics: the ONNX tiles against the
     JAX engine's untiled output, which its exact tiling reproduces (test_stylize_tiling.py;
@@ -169,14 +170,16 @@ def test_bad_onnx_files_exit_2(tmp_path, capsys):
 
 
 def test_numpy_side_constants_match_the_jax_side():
-    """The engines share defaults through `loading`; what the JAX-free modules restate."""
-    assert loading.DTYPE_NAMES == tuple(runtime.DTYPES)
+    """The engines share their settings through `defaults`; what the JAX-free modules
+    restate."""
+    assert defaults.DTYPE_NAMES == tuple(runtime.DTYPES)
     assert arrays.SIZE_MULTIPLE == transformer_net.SIZE_MULTIPLE
     from fnst_jax import deploy
 
     assert deploy.NUM_NORM_LAYERS == tiling.NUM_NORM_LAYERS
 
 
+@pytest.mark.slow
 def test_onnx_stylizer_imports_no_jax(models, tmp_path):
     """The library: OnnxStylizer, a whole image and a tiled one, in a fresh process."""
     _, onnx_path = models
@@ -184,7 +187,7 @@ def test_onnx_stylizer_imports_no_jax(models, tmp_path):
         """
         import sys
         import numpy as np
-        from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+        from fnst_jax.stylize.onnx_engine import OnnxStylizer
         stylizer = OnnxStylizer(sys.argv[1], max_pixels=32 * 32, tile=32)
         for image in (np.full((20, 30, 3), 128, np.uint8), np.full((40, 30, 3), 99, np.uint8)):
             styled = stylizer.stylize(image)

@@ -15,7 +15,16 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import evaluate, export, losses, quality, train_step, vgg_weights
+from fnst_jax import (
+    evaluate,
+    evaluation,
+    evaluation_report,
+    export,
+    losses,
+    quality,
+    train_step,
+    vgg_weights,
+)
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
@@ -50,12 +59,13 @@ def _image(seed: int, h: int, w: int) -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 def test_losses_equal_the_training_objective(model, vgg4):
     """Pinned: what evaluate reports is perceptual_loss on stylize_padded, as training computes
     (for a model whose output stays in [0, 255]; outside it, see the next test)."""
     images = jnp.asarray(np.stack([_image(0, SIZE, SIZE), _image(1, SIZE, SIZE)]), jnp.float32)
     grams = style_grams(vgg4, jnp.asarray(_image(2, 36, 36), jnp.float32)[None], SPEC.style_layers)
-    evaluator = evaluate.Evaluator(model, vgg4, SPEC, grams, PAD)
+    evaluator = evaluation.Evaluator(model, vgg4, SPEC, grams, PAD)
     stylized, results = evaluator.evaluate(images)
 
     expected_stylized = stylize_padded(model, images, PAD)
@@ -63,7 +73,7 @@ def test_losses_equal_the_training_objective(model, vgg4):
     np.testing.assert_allclose(stylized, expected_stylized, rtol=1e-4, atol=1e-3)
     content = content_targets(vgg4, images, SPEC)
     _, batch_terms = perceptual_loss(vgg4, expected_stylized, content, grams, SPEC)
-    for name, key in evaluate.TERM_KEYS.items():
+    for name, key in evaluation.TERM_KEYS.items():
         # Same-size images: the batch loss (what a training step sees) is the per-image mean.
         mean = np.mean([r[key] for r in results])
         assert mean == pytest.approx(float(batch_terms[name]), rel=1e-4), name
@@ -88,6 +98,7 @@ def test_losses_equal_the_training_objective(model, vgg4):
     )
 
 
+@pytest.mark.slow
 def test_model_output_is_scored_inside_the_pixel_range(vgg4):
     """A model whose raw output leaves [0, 255] is scored (and shown) as stylize.py writes it:
     clipped, the constraint the optimiser's image is held to."""
@@ -96,7 +107,7 @@ def test_model_output_is_scored_inside_the_pixel_range(vgg4):
     grams = style_grams(vgg4, jnp.asarray(_image(2, 36, 36), jnp.float32)[None], SPEC.style_layers)
     raw = stylize_padded(model, images, PAD)
     assert float(raw.min()) < -50 and float(raw.max()) > 300  # well outside, both ends
-    stylized, (result,) = evaluate.Evaluator(model, vgg4, SPEC, grams, PAD).evaluate(images)
+    stylized, (result,) = evaluation.Evaluator(model, vgg4, SPEC, grams, PAD).evaluate(images)
 
     clipped = jnp.clip(raw, 0, 255)
     np.testing.assert_allclose(stylized, clipped, rtol=1e-4, atol=1e-3)
@@ -124,7 +135,7 @@ CURVE = {10: 3.0, 30: 2.0, 100: 1.0, 300: 0.5}
     ],
 )
 def test_equivalent_iterations_on_a_monotone_curve(model_total, bound, iterations, equivalent):
-    match = evaluate.equivalent_iterations(model_total, CURVE)
+    match = evaluation_report.equivalent_iterations(model_total, CURVE)
     assert (match.bound, match.iterations) == (bound, iterations)
     if equivalent is None:
         assert match.equivalent is None
@@ -136,17 +147,17 @@ def test_equivalent_iterations_on_a_non_monotone_curve():
     """The first crossing counts: the optimiser reaches the model at the first segment that
     comes down to its loss, whatever the curve does later."""
     bumpy = {1: 4.0, 2: 2.0, 5: 3.0, 10: 1.0}  # dips below 2.5 at 2, back above at 5
-    match = evaluate.equivalent_iterations(2.5, bumpy)
+    match = evaluation_report.equivalent_iterations(2.5, bumpy)
     assert match.bound == "interpolated"
     assert match.equivalent == pytest.approx(2 ** (1.5 / 2.0))  # between 1 (4.0) and 2 (2.0)
     assert match.iterations == 2  # 1.68 rounded
     # Below the model at the first count, above it later: still "fewer than the first count".
-    assert evaluate.equivalent_iterations(1.5, {1: 1.0, 2: 2.0}).bound == "fewer_than"
+    assert evaluation_report.equivalent_iterations(1.5, {1: 1.0, 2: 2.0}).bound == "fewer_than"
     # Unordered mappings are read in count order.
-    assert evaluate.equivalent_iterations(2.5, {5: 3.0, 1: 4.0, 10: 1.0, 2: 2.0}) == match
-    assert evaluate.equivalent_iterations(1.0, {}) is None
+    assert evaluation_report.equivalent_iterations(2.5, {5: 3.0, 1: 4.0, 10: 1.0, 2: 2.0}) == match
+    assert evaluation_report.equivalent_iterations(1.0, {}) is None
     with pytest.raises(ValueError, match="positive"):
-        evaluate.equivalent_iterations(1.0, {0: 2.0, 10: 0.5})
+        evaluation_report.equivalent_iterations(1.0, {0: 2.0, 10: 0.5})
 
 
 def test_summary_and_sentences():
@@ -156,7 +167,7 @@ def test_summary_and_sentences():
         {"content_loss": 3, "style_loss": 2, "tv_loss": 0, "total_loss": 5, "seconds": 1.5,
          "baseline": {"5": 6.0, "10": 4.0}},
     ]  # fmt: skip
-    summary = evaluate.summarize(results, (5, 10))
+    summary = evaluation_report.summarize(results, (5, 10))
     assert summary["total_loss"] == 4 and summary["content_loss"] == 2
     assert summary["seconds_per_image"] == 1.0
     assert summary["baseline"] == {"5": 5.0, "10": 3.0}
@@ -165,7 +176,7 @@ def test_summary_and_sentences():
     assert summary["matched_iterations_bound"] == "interpolated"
     assert summary["equivalent_iterations"] == pytest.approx(np.sqrt(5 * 10))
     assert summary["matched_iterations"] == 7
-    sentence = evaluate.matched_sentence
+    sentence = evaluation_report.matched_sentence
     assert "worth ~70.7 iterations of x (its loss lies between the optimiser's at 50 and 100" in (
         sentence(1.0, {"50": 1.5, "100": 0.5}, "x")
     )
@@ -195,6 +206,7 @@ def model_file(tmp_path, model):
     return export.save_model(tmp_path / "run" / "model.npz", model, meta)
 
 
+@pytest.mark.slow
 def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys):
     asked = []
     monkeypatch.setattr(
@@ -233,7 +245,7 @@ def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys)
         np.mean([r["total_loss"] for r in document["images"]])
     )
     baseline = {int(k): v for k, v in summary["baseline"].items()}
-    match = evaluate.equivalent_iterations(summary["total_loss"], baseline)
+    match = evaluation_report.equivalent_iterations(summary["total_loss"], baseline)
     assert summary["matched_iterations"] == match.iterations
     assert summary["matched_iterations_bound"] == match.bound
     assert summary["equivalent_iterations"] == match.equivalent
@@ -242,8 +254,8 @@ def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys)
     assert len(document["failed"]) == 2
 
     # The numbers are the training objective on training's view of each image.
-    image = evaluate.prepare_image(np.asarray(Image.open(photos / "a.png")), SIZE)
-    grams = evaluate.load_style_grams(small_vgg, model_file.parent.parent / "style.png", 36,
+    image = evaluation.prepare_image(np.asarray(Image.open(photos / "a.png")), SIZE)
+    grams = evaluation.load_style_grams(small_vgg, model_file.parent.parent / "style.png", 36,
                                       SPEC.style_layers)  # fmt: skip
     batch = jnp.asarray(image, jnp.float32)[None]
     stylized = losses.to_pixel_range(stylize_padded(model, batch, PAD))
@@ -266,7 +278,7 @@ def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys)
     assert document["quality"]["content_layer"] == quality.CONTENT_LAYER
     luma = style.astype(np.float64) @ np.array(quality.LUMA_WEIGHTS)
     assert document["quality"]["style_luminance"] == pytest.approx(luma.mean(), rel=1e-5)
-    for column in evaluate.QUALITY_COLUMNS:
+    for column in evaluation_report.QUALITY_COLUMNS:
         assert column in captured.out
     assert "mean luma: outputs" in captured.out
 
@@ -280,6 +292,7 @@ def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys)
     )
 
 
+@pytest.mark.slow
 def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: small_vgg)
     Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
@@ -299,7 +312,7 @@ def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeyp
     assert not (tmp_path / "full_grid.png").exists()
     # At full size the style image is taken at the image's own longest side (44 px).
     assert document["images"][0]["style_reduction"] == summary["style_reduction"]
-    evaluator, _ = evaluate._setup(  # the same setup main runs, to reach its style targets
+    evaluator, _ = evaluation.setup(  # the same setup main runs, to reach its style targets
         {
             "model": str(model_file), "style-layers": None, "vgg-weights": None,
             "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": True,

@@ -69,6 +69,7 @@ def _flickering(frames):
     ]
 
 
+@pytest.mark.slow
 def test_report_with_model_blend_and_files(
     clip, model_file, small_vgg, tmp_path, monkeypatch, capsys
 ):

@@ -16,7 +16,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import smoke
-from fnst_jax import checkpoint, export, train_step
+from fnst_jax import checkpoint, export, model_file, train_step
 from fnst_jax.errors import UserError
 from fnst_jax.train_lib import loss_spec_from_config
 from fnst_jax.transformer_net import TransformerNet
@@ -32,15 +32,43 @@ def test_round_trip_keeps_every_parameter_and_the_metadata(tmp_path, model):
     loaded, meta = export.load_model(path)
     np.testing.assert_equal(export.flat_params(loaded), export.flat_params(model))
     assert meta == {
-        "format": export.FORMAT,
-        "version": export.VERSION,
+        "format": model_file.FORMAT,
+        "version": model_file.VERSION,
         "pad": 8,
         "style_image": "s.jpg",
     }
     # A folder stands for its model.npz.
-    export.save_model(tmp_path / "run" / export.MODEL_FILENAME, model, {})
-    assert export.resolve_model_path(tmp_path / "run") == tmp_path / "run" / "model.npz"
+    export.save_model(tmp_path / "run" / model_file.MODEL_FILENAME, model, {})
+    assert model_file.resolve_model_path(tmp_path / "run") == tmp_path / "run" / "model.npz"
     assert list(tmp_path.glob(".*")) == []  # no temporary file left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_styles", [1, 3])
+def test_model_from_arrays_holds_the_stored_arrays_and_runs_no_initialiser(
+    num_styles, compiled_programs
+):
+    """The parameters are the stored arrays bit for bit, and the network is built abstractly:
+    not one XLA program runs, where building it with its random initialisers compiles dozens
+    (seconds of a cold start on CPU; counted here, so the check itself is shown to work)."""
+    rng = np.random.default_rng(num_styles)
+    built = []
+    initialisers = compiled_programs(
+        lambda: built.append(TransformerNet(num_styles=num_styles, rngs=nnx.Rngs(3)))
+    )
+    assert len(initialisers) > 10
+    # Values no initialiser would give, so a parameter left initialised cannot pass.
+    arrays = {
+        name: rng.standard_normal(value.shape).astype(np.float32)
+        for name, value in export.flat_params(built[0]).items()
+    }
+    loaded = []
+    assert compiled_programs(lambda: loaded.append(export.model_from_arrays(arrays, "x"))) == []
+    params = export.flat_params(loaded[0])
+    assert params.keys() == arrays.keys()
+    for name, value in params.items():
+        assert value.dtype == np.float32 and value.tobytes() == arrays[name].tobytes(), name
+    assert loaded[0].num_styles == num_styles
 
 
 def test_bfloat16_load_keeps_float32_parameters(tmp_path, model):
@@ -51,7 +79,7 @@ def test_bfloat16_load_keeps_float32_parameters(tmp_path, model):
 
 def _with_meta(path, meta: dict, arrays: dict) -> None:
     blob = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    np.savez(path, **arrays, **{export.META_KEY: blob})
+    np.savez(path, **arrays, **{model_file.META_KEY: blob})
 
 
 @pytest.mark.parametrize(
@@ -62,12 +90,12 @@ def _with_meta(path, meta: dict, arrays: dict) -> None:
         (lambda p, m: np.savez(p, weights=np.zeros(3)), "no __fnst_meta__"),
         (lambda p, m: _with_meta(p, {"format": "other"}, {}), "format 'other'"),
         (
-            lambda p, m: _with_meta(p, {"format": export.FORMAT, "version": 99}, {}),
+            lambda p, m: _with_meta(p, {"format": model_file.FORMAT, "version": 99}, {}),
             "newer than this fnst_jax",
         ),
         (
             lambda p, m: _with_meta(
-                p, {"format": export.FORMAT, "version": 1}, dict(export.flat_params(m), extra=1)
+                p, {"format": model_file.FORMAT, "version": 1}, dict(export.flat_params(m), extra=1)
             ),
             "unexpected \\['extra'\\]",
         ),
@@ -76,7 +104,7 @@ def _with_meta(path, meta: dict, arrays: dict) -> None:
 def test_bad_model_files_are_user_errors_naming_the_file(tmp_path, model, make, message):
     path = tmp_path / "model.npz"
     make(path, model)
-    with pytest.raises(export.ModelFileError, match=message) as error:
+    with pytest.raises(model_file.ModelFileError, match=message) as error:
         export.load_model(path)
     assert str(path) in str(error.value)
     assert isinstance(error.value, UserError) and isinstance(error.value, ValueError)
@@ -86,8 +114,8 @@ def test_wrong_parameter_shape_is_refused(tmp_path, model):
     arrays = export.flat_params(model)
     name = sorted(arrays)[0]
     arrays[name] = np.zeros((1, 2))
-    _with_meta(tmp_path / "m.npz", {"format": export.FORMAT, "version": 1}, arrays)
-    with pytest.raises(export.ModelFileError, match=f"parameter {name} has shape"):
+    _with_meta(tmp_path / "m.npz", {"format": model_file.FORMAT, "version": 1}, arrays)
+    with pytest.raises(model_file.ModelFileError, match=f"parameter {name} has shape"):
         export.load_model(tmp_path / "m.npz")
 
 
@@ -100,10 +128,11 @@ def test_failed_write_leaves_the_previous_file(tmp_path, model, monkeypatch):
     monkeypatch.setattr(np, "savez", disk_full)
     with pytest.raises(OSError, match="disk full"):
         export.save_model(path, model, {"step": 2})
-    assert export.read_model(path)[1]["step"] == 1
+    assert model_file.read_model(path)[1]["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
 
 
+@pytest.mark.slow
 def test_export_model_from_training_params_with_its_metadata(tmp_path):
     config = smoke.get_config()
     config.style_image = "style.png"
@@ -128,14 +157,14 @@ def test_style_thumbnail_is_a_small_jpeg_of_the_style_image(tmp_path, model):
     its metadata, and one without it (exported before it existed) still loads."""
     y, x = np.mgrid[0:200, 0:300]
     style = np.stack([x * 255 // 299, y * 255 // 199, (x + y) * 255 // 498], -1).astype(np.uint8)
-    thumbnail = export.make_style_thumbnail(style)
+    thumbnail = model_file.make_style_thumbnail(style)
     with Image.open(io.BytesIO(base64.b64decode(thumbnail, validate=True))) as image:
         assert image.format == "JPEG" and image.size == (128, 85)
         # The same picture: a gradient, compared with an independent resize.
         expected = np.asarray(Image.fromarray(style).resize((128, 85), Image.Resampling.BOX))
         assert np.abs(np.asarray(image, float) - expected).mean() < 3
     with Image.open(
-        io.BytesIO(base64.b64decode(export.make_style_thumbnail(style[:40, :60])))
+        io.BytesIO(base64.b64decode(model_file.make_style_thumbnail(style[:40, :60])))
     ) as small:
         assert small.size == (60, 40)
 
@@ -145,17 +174,17 @@ def test_style_thumbnail_is_a_small_jpeg_of_the_style_image(tmp_path, model):
     meta = export.model_metadata(config, loss_spec_from_config(config.loss), "torch", 3, styles)
     path = export.save_model(tmp_path / "m.npz", model, meta)
     _, loaded = export.load_model(path)
-    assert loaded[export.STYLE_THUMBNAIL_KEY] == thumbnail
-    assert export.style_thumbnail_jpeg(loaded) == base64.b64decode(thumbnail)
-    assert export.style_names(loaded) == ["style"]
+    assert loaded[model_file.STYLE_THUMBNAIL_KEY] == thumbnail
+    assert model_file.style_thumbnail_jpeg(loaded) == base64.b64decode(thumbnail)
+    assert model_file.style_names(loaded) == ["style"]
 
     old = export.save_model(tmp_path / "old.npz", model, {"pad": 8})
     _, loaded = export.load_model(old)
-    assert export.STYLE_THUMBNAIL_KEY not in loaded
-    assert export.style_thumbnail_jpeg(loaded) is None
-    assert export.style_names(loaded) == ["style"]  # no style_image either
-    assert export.style_names({"style_image": "/a/candy.jpg"}) == ["candy"]
-    assert export.style_thumbnail_jpeg({"style_thumbnail": "not base64!"}) is None
+    assert model_file.STYLE_THUMBNAIL_KEY not in loaded
+    assert model_file.style_thumbnail_jpeg(loaded) is None
+    assert model_file.style_names(loaded) == ["style"]  # no style_image either
+    assert model_file.style_names({"style_image": "/a/candy.jpg"}) == ["candy"]
+    assert model_file.style_thumbnail_jpeg({"style_thumbnail": "not base64!"}) is None
 
 
 def test_workdir_without_model_falls_back_to_its_latest_checkpoint(tmp_path):
@@ -163,16 +192,16 @@ def test_workdir_without_model_falls_back_to_its_latest_checkpoint(tmp_path):
     tx = train_step.make_optimizer("adam", 1e-3)
     _, state = train_step.init_state(jax.random.PRNGKey(1), jnp.float32, tx)
     manager = checkpoint.make_manager(tmp_path, keep=1)
-    checkpoint.save(manager, 3, state, {}, {"model_metadata": {"pad": 4, "step": 3}})
+    checkpoint.save(manager, 3, state.to_dict(), {}, {"model_metadata": {"pad": 4, "step": 3}})
     manager.wait_until_finished()
     manager.close()
 
     model, meta = export.load_model(tmp_path)
     assert meta == {"pad": 4, "step": 3}
-    np.testing.assert_equal(export.flat_params(model), export.flatten_params(state["params"]))
+    np.testing.assert_equal(export.flat_params(model), export.flatten_params(state.params))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(export.ModelFileError, match="neither an exported model"):
+    with pytest.raises(model_file.ModelFileError, match="neither an exported model"):
         export.load_model(empty)
 
 
@@ -188,7 +217,7 @@ def test_best_model_is_exported_beside_model_npz_with_its_validation(tmp_path):
     validation = {"total": np.float32(2.5), "style_reduction": 3.0}
     meta = export.model_metadata(config, spec, "torch", 4, validation=validation)
     json.dumps(meta)  # the numpy scalar became a float
-    export.export_model(tmp_path, graphdef, other, meta, export.BEST_FILENAME)
+    export.export_model(tmp_path, graphdef, other, meta, model_file.BEST_FILENAME)
 
     best, best_meta = export.load_model(tmp_path / "best.npz")
     assert best_meta["step"] == 4 and best_meta["validation"] == {
@@ -203,8 +232,8 @@ def test_best_model_is_exported_beside_model_npz_with_its_validation(tmp_path):
 
 def test_read_metadata_reads_and_checks_only_the_metadata(tmp_path, model):
     path = export.save_model(tmp_path / "m.npz", model, {"step": 5})
-    assert export.read_metadata(path) == export.read_model(path)[1]
-    assert export.read_metadata(tmp_path / "m.npz")["step"] == 5
+    assert model_file.read_metadata(path) == model_file.read_model(path)[1]
+    assert model_file.read_metadata(tmp_path / "m.npz")["step"] == 5
     np.savez(tmp_path / "plain.npz", weights=np.zeros(3))
     _with_meta(tmp_path / "other.npz", {"format": "other"}, {})
     (tmp_path / "garbage.npz").write_bytes(b"garbage")
@@ -214,6 +243,6 @@ def test_read_metadata_reads_and_checks_only_the_metadata(tmp_path, model):
         ("garbage.npz", "not an fnst_jax model file"),
         ("missing.npz", "model file not found"),
     ):
-        with pytest.raises(export.ModelFileError, match=message) as error:
-            export.read_metadata(tmp_path / name)
+        with pytest.raises(model_file.ModelFileError, match=message) as error:
+            model_file.read_metadata(tmp_path / name)
         assert str(error.value).count(str(tmp_path / name)) == 1  # named once, not nested

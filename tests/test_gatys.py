@@ -53,6 +53,7 @@ def test_zero_iterations_is_the_initialisation(problem):
     assert np.abs(noise[0] - content).mean() > 30
 
 
+@pytest.mark.slow
 def test_lbfgs_decreases_monotonically_and_beats_adam(problem):
     vgg, content, grams = problem
     record_at = range(0, 21, 4)

@@ -90,13 +90,13 @@ def test_luminance_and_contrast_are_bt601_luma_mean_and_std(targets, photos):
 def test_the_style_image_is_taken_at_the_evaluated_longest_side(small_vgg):
     style = _stripes(40, 48)
     targets = quality.StyleTargets(small_vgg, style)
-    assert quality.resize_longest_side(style, 32).shape == (27, 32, 3)  # 40 * 32 / 48 = 26.7
-    assert quality.resize_longest_side(style, 96).shape == (80, 96, 3)
+    assert image_io.resize_longest_side(style, 32).shape == (27, 32, 3)  # 40 * 32 / 48 = 26.7
+    assert image_io.resize_longest_side(style, 96).shape == (80, 96, 3)
     grams = targets.at(32)
     assert targets.at(32) is grams  # computed once a size
     expected = style_grams(
         small_vgg,
-        jnp.asarray(quality.resize_longest_side(style, 32), jnp.float32)[None],
+        jnp.asarray(image_io.resize_longest_side(style, 32), jnp.float32)[None],
         quality.STYLE_LAYERS,
     )
     for layer in quality.STYLE_LAYERS:

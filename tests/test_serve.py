@@ -23,7 +23,7 @@ from PIL import Image
 from stylize_helpers import TEST_PAD, make_test_model, natural_image, save_multi_style_test_model
 from stylize_helpers import run as run_stylize_py
 
-from fnst_jax import export
+from fnst_jax import export, model_file
 from fnst_jax.serve import batcher as batcher_module
 from fnst_jax.serve import cli
 from fnst_jax.serve.app import STATIC_DIR, create_app
@@ -156,6 +156,10 @@ def test_health_models_thumbnail_and_docs(app):
         "models": ["candy", "mosaic"],
     }
     models = {m["name"]: m for m in call(app, "GET", "/v1/models").json()}
+    # Where the page's "On this device" downloads the model (tests/test_web_browser.py).
+    browser_file = models["mosaic"].pop("onnx")
+    assert browser_file["url"].startswith("/v1/models/mosaic/onnx?dtype=float16&v=")
+    assert browser_file["style_index"] is None
     assert models["mosaic"] == {
         "name": "mosaic",
         "style": "mosaic",
@@ -279,6 +283,7 @@ def test_multipart_upload_equals_raw_body(app):
     assert raw.content == form.content
 
 
+@pytest.mark.slow
 def test_32_concurrent_requests_over_3_sizes_and_2_models_get_their_own_results(model_dir):
     """Each response is its own image's stylization by its own model. Batching changes
     only float rounding between compiled batch sizes: at most 1 level of 255 (as in the
@@ -614,7 +619,7 @@ def test_find_models_in_folders(tmp_path):
     export.save_model(other / "model.npz", make_test_model(), {})
     with pytest.raises(ModelSetError, match="two models would be served as 'mosaic'"):
         find_models([runs, other])
-    with pytest.raises(export.ModelFileError, match="no such model"):
+    with pytest.raises(model_file.ModelFileError, match="no such model"):
         find_models([tmp_path / "missing.npz"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelSetError, match="no fnst_jax model"):

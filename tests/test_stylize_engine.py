@@ -29,6 +29,24 @@ def test_mixed_sizes_share_one_compiled_shape():
     assert stylizer.compiled_shapes == {(1, 64, 64, 3)}
 
 
+def test_compile_ahead_leaves_nothing_to_compile_for_that_shape(compiled_programs):
+    """`Stylizer.compile` (a service's warm-up) compiles the network for a batch shape
+    without running it; a later batch of that shape compiles no network program, and one of
+    another batch size still compiles one (so the count can see a network compile)."""
+    stylizer = Stylizer(make_test_model(), pad=TEST_PAD, bucket=64, batch_size=4)
+    ahead = compiled_programs(lambda: stylizer.compile(3, (64, 64)))
+    assert [name for name in ahead if "_forward" in name] == ["jit(_forward)"]
+    assert stylizer.compiled_shapes == {(4, 64, 64, 3)}  # 3 images run as 4
+
+    def network_compiles(count: int) -> list[str]:
+        images = [natural_image(24, 20, seed) for seed in range(count)]
+        names = compiled_programs(lambda: stylizer.stylize_batch(images), clear=False)
+        return [name for name in names if "_forward" in name]
+
+    assert network_compiles(3) == []
+    assert network_compiles(2) == ["jit(_forward)"]
+
+
 def test_uniform_image_stays_uniform_to_the_border(stylizer):
     """Reflection padding everywhere (pad, bucket, every conv) keeps a flat image flat;
     zero padding anywhere would darken or tint a band along the border."""
@@ -66,6 +84,7 @@ _reference = jax.jit(stylize_padded, static_argnums=2)
 AWKWARD_SIZES = [(41, 53), (37, 23), (29, 30), (13, 5), (1, 40), (3, 97), (2, 2), (48, 48)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pad", [0, 5, 8])
 @pytest.mark.parametrize("bucket", [4, 64])
 def test_engine_is_the_reference_forward(pad, bucket):

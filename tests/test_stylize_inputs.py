@@ -8,7 +8,7 @@ from pathlib import Path
 from stylize_helpers import natural_image, save
 
 from fnst_jax.stylize import inputs
-from fnst_jax.stylize.run import Reporter
+from fnst_jax.stylize.reporter import Reporter
 
 
 def make_tree(root: Path) -> None:

@@ -63,6 +63,7 @@ def untiled_result():
     return model, image, Stylizer(model, pad=8, max_pixels=1 << 20).stylize_float(image)
 
 
+@pytest.mark.slow
 def test_exact_statistics_give_the_untiled_result(untiled_result):
     """Exact mode: every tile sees its receptive field and the whole image's statistics, so
     the tiled result is the untiled one up to float32 rounding (the issue's bound: 2/255
@@ -76,6 +77,7 @@ def test_exact_statistics_give_the_untiled_result(untiled_result):
     assert np.abs(tiled - untiled).max() < 0.01
 
 
+@pytest.mark.slow
 def test_exact_statistics_equal_the_untiled_ones(untiled_result):
     model, image, _ = untiled_result
     measured = Stylizer(model, pad=8).norm_statistics(image, 8)

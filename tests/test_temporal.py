@@ -168,7 +168,7 @@ def test_videos_that_do_not_match_the_input_are_named():
         temporal.score_videos(frames, {"small.mp4": small})
     with pytest.raises(temporal.VideoMismatchError, match="input frame 1 is"):
         temporal.score_videos([frames[0], frames[1][:-2]], {})
-    with pytest.raises(ValueError, match="uint8 RGB"):
+    with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\) RGB"):
         temporal.FlowEstimator()(frames[0].astype(np.float32), frames[1].astype(np.float32))
     with pytest.raises(ValueError, match="preset"):
         temporal.FlowEstimator("slowest")

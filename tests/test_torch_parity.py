@@ -87,6 +87,7 @@ def test_stylize_padded(models, pad):
     assert np.max(np.abs(y - expected)) < 1e-3
 
 
+@pytest.mark.slow
 def test_weights_copy_back_from_torch():
     twin = ref.TorchTransformerNet()  # torch's own init
     model = TransformerNet(rngs=nnx.Rngs(0))
@@ -238,6 +239,7 @@ SMOOTH_SPEC = LossSpec(
 )
 
 
+@pytest.mark.slow
 def test_loss_gradient_wrt_transformer_params_strict(random_vgg):
     vgg = VGG19(
         {
@@ -269,6 +271,7 @@ def test_loss_gradient_wrt_transformer_params_strict(random_vgg):
         assert per_tensor[worst] < 3e-3, (dtype, worst, per_tensor[worst])
 
 
+@pytest.mark.slow
 def test_loss_gradient_wrt_transformer_params_realistic(random_vgg):
     # Default-like loss through four VGG blocks (max-pools, real ReLU kinks), odd sizes.
     model = TransformerNet(rngs=nnx.Rngs(7))
@@ -353,6 +356,7 @@ def test_state_dict_errors(torch_vgg_model, tmp_path):
         load_vgg(tmp_path / "transformer.pth")
 
 
+@pytest.mark.slow
 def test_torch_train_step_reduces_loss(small_vgg):
     spec = LossSpec(style_layers=("relu1_2", "relu2_2"), content_layer="relu2_2", style_weight=1e3)
     vgg_twin = ref.torch_vgg_from(small_vgg)

@@ -10,17 +10,16 @@ import pytest
 from flax import nnx
 
 from fnst_jax.export import flatten_params, set_flat_params
+from fnst_jax.model_file import StyleError, style_weights
 from fnst_jax.transformer_net import (
     InstanceNorm,
     NormControl,
     ReflectConv,
-    StyleError,
     TransformerNet,
     count_params,
     num_styles_of,
     reflect_pad,
     single_style_model,
-    style_weights,
     stylize_padded,
     upsample_nearest,
 )
@@ -42,6 +41,7 @@ def test_parameter_count(model):
     assert count_params(model) == 1_679_235
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(2, 37, 53, 3), (1, 64, 64, 3), (1, 33, 30, 3)])
 def test_output_has_input_shape(model, shape):
     y = model(_images(shape))
@@ -50,6 +50,7 @@ def test_output_has_input_shape(model, shape):
     assert bool(jnp.all(jnp.isfinite(y)))
 
 
+@pytest.mark.slow
 def test_batch_items_are_independent(model):
     # Instance norm: an image's output must not depend on what else is in the batch.
     x = _images((2, 32, 40, 3))
@@ -58,6 +59,7 @@ def test_batch_items_are_independent(model):
     np.testing.assert_allclose(np.asarray(both[1:]), np.asarray(alone), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_stylize_padded_shape_and_clipping(model):
     x = _images((1, 20, 28, 3))
     assert stylize_padded(model, x, 8).shape == x.shape
@@ -84,6 +86,7 @@ def test_reflect_pad_inside_a_box_is_numpy_reflect(size, pad):
     np.testing.assert_array_equal(np.asarray(reflect_pad(x, pad, pad + 1, pad, 2, box)), expected)
 
 
+@pytest.mark.slow
 def test_forward_in_a_box_is_the_reference_forward(model):
     """An image laid out in a larger array (garbage around it, different offsets per image)
     comes out exactly as the network run on the image alone: the bucketing contract."""
@@ -95,25 +98,30 @@ def test_forward_in_a_box_is_the_reference_forward(model):
     for index, (image, (top, left)) in enumerate(zip(images, offsets, strict=True)):
         array[index, top : top + image.shape[0], left : left + image.shape[1]] = image
         boxes.append((top, top + image.shape[0], left, left + image.shape[1]))
-    norms = NormControl()
-    output = np.asarray(model.forward(jnp.asarray(array), jnp.asarray(boxes, jnp.int32), norms))
-    assert len(norms.used) == 15  # every instance norm measured inside its box
+    output, records = model.forward_with_statistics(
+        jnp.asarray(array), jnp.asarray(boxes, jnp.int32)
+    )
+    output = np.asarray(output)
+    assert len(records) == 15  # every instance norm measured inside its box
+    assert all(record.summary is None for record in records)  # no sum box asked for
     for index, (image, (top, left)) in enumerate(zip(images, offsets, strict=True)):
         expected = np.asarray(model(jnp.asarray(image[None], jnp.float32)))[0]
         got = output[index, top : top + image.shape[0], left : left + image.shape[1]]
         np.testing.assert_allclose(got, expected, atol=2e-3)  # measured ~4e-6 of 0..255
 
 
+@pytest.mark.slow
 def test_given_statistics_and_sums(model):
     """Normalising with the moments an image measures itself changes nothing, and the
     summaries over the whole box are those moments (what exact tiling builds on)."""
     x = _images((1, 32, 40, 3), seed=6)
     box = jnp.array([[0, 32, 0, 40]], jnp.int32)
-    measured = NormControl(sum_box=box)
-    reference = model.forward(x, box, measured)
-    given = model.forward(x, box, NormControl(given=measured.used))
+    reference, measured = model.forward_with_statistics(x, box, NormControl(sum_box=box))
+    used = [record.moments for record in measured]
+    given, _ = model.forward_with_statistics(x, box, NormControl(given=used))
     np.testing.assert_allclose(np.asarray(given), np.asarray(reference), atol=1e-4)
-    for (mean, var), (count, sum_mean, squares) in zip(measured.used, measured.sums, strict=True):
+    np.testing.assert_array_equal(np.asarray(model.forward(x, box)), np.asarray(reference))
+    for (mean, var), (count, sum_mean, squares) in measured:
         np.testing.assert_allclose(np.asarray(sum_mean), np.asarray(mean), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(
             np.asarray(squares / count), np.asarray(var), rtol=1e-4, atol=1e-5
@@ -148,6 +156,7 @@ def test_upsample_nearest():
     np.testing.assert_array_equal(y, np.repeat(np.repeat(np.asarray(x), 2, 1), 2, 2))
 
 
+@pytest.mark.slow
 def test_bfloat16_model_stays_close_to_float32(model):
     bf16 = TransformerNet(dtype=jnp.bfloat16, rngs=nnx.Rngs(0))  # same seed: same parameters
     for (_, a), (_, b) in zip(
@@ -211,6 +220,7 @@ def test_multi_style_parameters():
         multi(_images((1, 16, 16, 3)))
 
 
+@pytest.mark.slow
 def test_each_style_and_a_mix_are_their_norm_rows():
     """One-hot weights pick each norm's row; convex weights mix the rows (per image in one
     batch), checked against one-style models built from those rows."""

@@ -81,6 +81,7 @@ def test_truncated_weights_stop_at_their_depth(small_vgg):
         small_vgg(x, ("relu4_1",))
 
 
+@pytest.mark.slow
 def test_no_gradient_into_weights(small_vgg):
     x = _images((1, 8, 8, 3))
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from fnst_jax.image_io import pil_to_rgb_alpha
+from fnst_jax import image_io
 
 
 class BadImageError(ValueError):
@@ -31,10 +31,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     arbitrary (typically black) and must not leak into the content image."""
     if image.mode == "RGB":
         return image
-    rgb, alpha = pil_to_rgb_alpha(image)
+    rgb, alpha = image_io.pil_to_rgb_alpha(image)
     if alpha is not None:
         weight = alpha.astype(np.float32)[..., None] / 255.0
-        rgb = np.rint(rgb * weight + 255.0 * (1.0 - weight)).astype(np.uint8)
+        rgb = image_io.to_uint8(rgb * weight + 255.0 * (1.0 - weight))
     return Image.fromarray(rgb, "RGB")
 
 
@@ -97,12 +97,12 @@ def resize_and_crop(image: Image.Image, image_size: int, *, crop_offset: float =
     left = round((width - side) * crop_offset)
     top = round((height - side) * crop_offset)
     # Cropping in source coordinates inside resize() avoids resizing pixels we then throw away.
-    square = image.resize(
+    return image_io.resize(
+        image,
         (image_size, image_size),
-        Image.Resampling.BILINEAR,
+        resample=Image.Resampling.BILINEAR,
         box=(left, top, left + side, top + side),
     )
-    return np.asarray(square, dtype=np.uint8)
 
 
 def preprocess_example(

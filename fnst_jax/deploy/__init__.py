@@ -5,59 +5,60 @@
 
 Where things happen:
   * `onnx_graph.py`: the ONNX graph, written node by node from the TransformerNet's
-    parameters with standard operators (Pad reflect, Conv, InstanceNormalization, ...).
+    parameters with standard operators (Pad reflect, Conv, InstanceNormalization, ...);
+    `onnx_layers.py`: its layers as nodes.
   * `stablehlo.py`: the `jax.export` program (symbolic batch, height and width), serialized.
   * `verify.py`: the check every written file passes: loaded back, run at a few sizes and
     compared with `transformer_net.stylize_padded` (at most 1/255 apart after rounding).
   * `cli.py`: the flags and `main(argv)`; the file is renamed into place only once verified.
-  * `onnx_runtime.py`: `OnnxStylizer`, the engine `stylize.py --model x.onnx` runs
-    (onnxruntime; imports no JAX), tiling included; `onnx_functions.py`: the tiling functions
-    an ONNX file carries, as onnxruntime sessions.
+An ONNX file is run by `stylize.onnx_engine.OnnxStylizer` (onnxruntime, no JAX, tiling
+included through `stylize.onnx_functions`), which `verify` checks it with.
 
-Both exports share one interface (the names below): input uint8 (batch, height, width, 3)
-RGB; outputs the stylized uint8 images and the unrounded float32 ones (0..255 scale), same
-shape; the model's training pad applied inside. A multi-style model computes one style or
-mix chosen at export (`--style`, `--style-mix`), or, with `--style-input`, every style: a
-second input `style` carries each image's weights over the styles. This module imports
-nothing heavy, so the ONNX runtime path stays free of JAX.
+Both exports share one interface (`fnst_jax.deploy_interface`, its names handed on here):
+input uint8 (batch, height, width, 3) RGB; outputs the stylized uint8 images and the
+unrounded float32 ones (0..255 scale), same shape; the model's training pad applied inside.
+A multi-style model computes one style or mix chosen at export (`--style`, `--style-mix`),
+or, with `--style-input`, every style: a second input `style` carries each image's weights
+over the styles. This module imports nothing heavy.
 """
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "stylized"
-FLOAT_OUTPUT_NAME = "stylized_float"
-# The second input of a multi-style model exported with `--style-input`: float32
-# (batch, num_styles), each image's weights over the styles (one-hot for one style, a mix
-# otherwise; the file normalises each row to sum to 1).
-STYLE_INPUT_NAME = "style"
+from fnst_jax.deploy_interface import (
+    BOX_INPUT,
+    FLOAT_OUTPUT_NAME,
+    FUNCTION_DOMAIN,
+    INPUT_NAME,
+    INTERIOR_INPUT,
+    MOMENTS_FUNCTION,
+    NUM_NORM_LAYERS,
+    OUTPUT_NAME,
+    STYLE_INPUT_NAME,
+    TILE_FUNCTION,
+    TILE_INPUT,
+    TILE_OUTPUT,
+    given_names,
+    moment_names,
+    summary_names,
+)
 
-# The model-local functions of an ONNX file (onnx_graph's module docstring), which only
-# tiling calls: their domain and names, and the names of their inputs and outputs.
-FUNCTION_DOMAIN = "fnst_jax"
-TILE_FUNCTION = "tile_forward"
-MOMENTS_FUNCTION = "norm_moments"
-TILE_INPUT = "tile"
-BOX_INPUT = "box"
-INTERIOR_INPUT = "interior"
-TILE_OUTPUT = "tile_stylized_float"
-# Instance-norm layers of a TransformerNet, in call order: 3 + 2 x 5 residual + 2.
-NUM_NORM_LAYERS = 15
-
-
-def given_names(layer: int) -> tuple[str, str]:
-    """tile_forward's inputs: the (mean, variance) norm layer `layer` normalises with."""
-    return f"given_mean_{layer}", f"given_variance_{layer}"
-
-
-def summary_names(layer: int) -> tuple[str, str, str]:
-    """tile_forward's outputs: (count, mean, squared deviations) of norm layer `layer`'s
-    input over the interior."""
-    return f"count_{layer}", f"mean_{layer}", f"squares_{layer}"
-
-
-def moment_names(layer: int) -> tuple[str, str]:
-    """norm_moments' outputs: the (mean, variance) norm layer `layer` measured in the box."""
-    return f"moment_mean_{layer}", f"moment_variance_{layer}"
-
+__all__ = [
+    "BOX_INPUT",
+    "DEFAULT_OPSET",
+    "FLOAT_OUTPUT_NAME",
+    "FUNCTION_DOMAIN",
+    "INPUT_NAME",
+    "INTERIOR_INPUT",
+    "MIN_OPSET",
+    "MOMENTS_FUNCTION",
+    "NUM_NORM_LAYERS",
+    "OUTPUT_NAME",
+    "STYLE_INPUT_NAME",
+    "TILE_FUNCTION",
+    "TILE_INPUT",
+    "TILE_OUTPUT",
+    "given_names",
+    "moment_names",
+    "summary_names",
+]
 
 DEFAULT_OPSET = 18
 # The graph's Resize (empty roi) and Pad/Clip/Slice with tensor inputs need opset 13.

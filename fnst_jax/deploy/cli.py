@@ -2,9 +2,11 @@
 
     python -m fnst_jax.export --model runs/mosaic --format onnx --output mosaic.onnx
     python -m fnst_jax.export --model runs/mosaic --format stablehlo --output mosaic.jaxexport
+    python -m fnst_jax.export --model runs/mosaic --format web --output site/
 
-Reads the model file (`export.load_model`: a bad, foreign or too new file is a
-`ModelFileError`, exit 2), writes the ONNX graph (`onnx_graph`) or the serialized JAX
+`--format web` writes a static site folder instead (`deploy.web.write_site`, verified the
+same way). Reads the model file (`export.load_model`: a bad, foreign or too new file is a
+`model_file.ModelFileError`, exit 2), writes the ONNX graph (`onnx_graph`) or the serialized JAX
 program (`stablehlo`) to a temporary file beside `--output`, loads that file back and checks
 it against the JAX forward (`verify`), and only then renames it onto `--output`
 (`files.write_atomic`): a file that disagrees is never left, and an existing output is only
@@ -25,20 +27,20 @@ from typing import Any, TextIO
 from absl import flags
 
 from fnst_jax import cli as convention
-from fnst_jax import deploy, export
+from fnst_jax import deploy, export, model_file
 from fnst_jax.deploy import DEFAULT_OPSET, MIN_OPSET, verify
 from fnst_jax.errors import UsageError, UserError
 from fnst_jax.files import write_atomic
 from fnst_jax.stylize import styles
 from fnst_jax.transformer_net import TransformerNet, single_style_model
 
-FORMATS = ("onnx", "stablehlo")
+FORMATS = ("onnx", "stablehlo", "web")
 ONNX_DTYPES = ("float32", "float16")
 
 USAGE = """\
 Export a trained model to ONNX or to a serialized JAX program (StableHLO), verified.
 
-usage: python -m fnst_jax.export --model MODEL --format onnx|stablehlo --output FILE [options]
+usage: python -m fnst_jax.export --model MODEL --format onnx|stablehlo|web --output FILE [options]
 
   MODEL  a training workdir (uses WORKDIR/model.npz) or an exported model .npz file
 
@@ -48,6 +50,7 @@ examples:
   python -m fnst_jax.export --model runs/mosaic --format stablehlo --output mosaic.jaxexport
   python -m fnst_jax.export --model runs/four --style candy --format onnx --output candy.onnx
   python -m fnst_jax.export --model runs/four --style-input --format onnx --output four.onnx
+  python -m fnst_jax.export --model runs/mosaic --format web --output site/
 
 Both take uint8 (batch, height, width, 3) RGB images of any size and return the stylized
 uint8 images ('stylized') and the unrounded float32 ones ('stylized_float'); the model's
@@ -58,6 +61,12 @@ all of them with --style-input: the file then takes a second input 'style', floa
 (batch, number of styles), each image's weights over the styles in the order of the file's
 'styles' property (one-hot for one style; normalised to sum to 1 inside).
 ONNX needs the onnx extra: pip install -e '.[onnx]'.
+
+--format web writes a folder for any static file host: the web page, the browser runtime
+(onnxruntime-web, from `npm ci` in web/), the ONNX file (float16 unless --dtype says
+otherwise; every style of a multi-style model unless --style/--style-mix) and the style
+thumbnails; visitors stylize on their own device (docs/browser.md). A non-empty --output
+folder is only replaced with --overwrite.
 """
 
 
@@ -74,7 +83,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "float32",
         list(ONNX_DTYPES),
         "Weights and activations of the ONNX model (instance norms stay float32); the "
-        "StableHLO program is float32.",
+        "StableHLO program is float32; --format web: float16 unless given.",
         **fv,
     )
     flags.DEFINE_integer(
@@ -143,7 +152,9 @@ def model_properties(model_path: Path, metadata: dict[str, Any], pad: int) -> di
         style = Path(style_image).stem
     else:  # the workdir's name, or the model file's stem
         style = (
-            model_path.parent.name if model_path.name == export.MODEL_FILENAME else model_path.stem
+            model_path.parent.name
+            if model_path.name == model_file.MODEL_FILENAME
+            else model_path.stem
         )
     properties = {
         "style": style,
@@ -163,7 +174,7 @@ def _one_style(
     """The model in the style or mix --style/--style-mix chose (an exported file computes
     one), and that style's label ("" for a one-style model); with --style-input, the model
     as it is and its styles' names."""
-    names = export.style_names(metadata, model.num_styles)
+    names = model_file.style_names(metadata, model.num_styles)
     if fv["style-input"].value:
         if fv["style"].value is not None or fv["style-mix"].value is not None:
             raise UsageError(
@@ -221,11 +232,67 @@ def _styles_described(properties: dict[str, str]) -> str:
     return f"style {properties['style']}"
 
 
+def _export_web(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
+    """--format web: a static site in the folder --output (`deploy.web.write_site`)."""
+    from fnst_jax.deploy import web
+
+    convention.require(fv, "model", "format", "output")
+    if positional:
+        raise UsageError(f"unexpected arguments: {' '.join(positional)} (see --help)")
+    if fv["pad"].value is not None and fv["pad"].value < 0:
+        raise UsageError("--pad must be >= 0")
+    output = Path(fv["output"].value)
+    web.check_site_output(output, fv["overwrite"].value)
+    web.require_runtime()  # before minutes of verification, not after
+    sizes = parse_sizes(fv["verify-sizes"].value)
+    model_path = model_file.resolve_model_path(fv["model"].value)
+    model, metadata = export.load_model(model_path)
+    pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
+    properties = model_properties(model_path, metadata, pad)
+    name, style = model_file.model_name(model_path), ""
+    if fv["style"].value is not None or fv["style-mix"].value is not None:
+        model, style = _one_style(fv, model, metadata)  # else every style, mixed on the page
+        if style:
+            properties["style"] = style
+            name = f"{name}-{style}"
+    site = web.write_site(
+        output,
+        name=name,
+        model=model,
+        pad=pad,
+        properties=properties,
+        metadata=metadata,
+        style=style,
+        dtype=fv["dtype"].value if fv["dtype"].present else web.DEFAULT_DTYPE,
+        opset=fv["opset"].value,
+        verify_sizes=sizes,
+        overwrite=fv["overwrite"].value,
+    )
+    listed = ", ".join(entry["name"] for entry in site.entries)
+    print(
+        f"wrote {output}/ ({site.total_bytes / 1e6:.1f} MB: the page, {web.RUNTIME_PACKAGE} "
+        f"{web.runtime_version()}, the {site.onnx.dtype} ONNX file of "
+        f"{len(site.onnx.data) / 1e6:.1f} MB; models {listed}); the file was checked against "
+        "the JAX model:",
+        file=stream,
+    )
+    for check in site.onnx.checks:
+        print(f"  {check.describe()}", file=stream)
+    print(
+        f"serve it from any static file host, e.g. python -m http.server -d {output} "
+        "(docs/browser.md)",
+        file=stream,
+    )
+    return convention.EXIT_OK
+
+
 def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
+    if fv["format"].value == "web":
+        return _export_web(fv, positional, stream)
     _check_flags(fv, positional)
     sizes = parse_sizes(fv["verify-sizes"].value)
     output = Path(fv["output"].value)
-    model_path = export.resolve_model_path(fv["model"].value)
+    model_path = model_file.resolve_model_path(fv["model"].value)
     model, metadata = export.load_model(model_path)
     pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
     properties = model_properties(model_path, metadata, pad)

@@ -163,9 +163,9 @@ def verify(
 def verify_tiling(path: str | Path, model: TransformerNet, pad: int) -> list[Check]:
     """The ONNX file's tiling functions (see the module docstring) against the untiled JAX
     forward, on `check_images`' photo-like image of `TILING_SIZE`."""
-    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
     from fnst_jax.stylize import tiling
     from fnst_jax.stylize.arrays import network_input
+    from fnst_jax.stylize.onnx_engine import OnnxStylizer
 
     height, width = TILING_SIZE
     image = check_images(height, width)[:1]

@@ -5,6 +5,10 @@
                                     the stylized image out
     GET  /v1/models                 the loaded models (JSON)
     GET  /v1/models/{name}/style    a model's style thumbnail (JPEG)
+    GET  /v1/models/{name}/onnx     the model as an ONNX file for the page's "On this
+                                    device" (`deploy.web`; made on first request, kept)
+    GET  /ort/{file}                the browser runtime's files (onnxruntime-web, from
+                                    web/node_modules after `npm ci` in web/)
     GET  /v1/info                   the limits a client should know (JSON)
     GET  /healthz, /readyz          process alive / models loaded and compiled
     GET  /metrics                   Prometheus
@@ -36,10 +40,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fnst_jax.deploy import web
+from fnst_jax.errors import UserError
 from fnst_jax.serve import images
 from fnst_jax.serve.errors import ServiceError
 from fnst_jax.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fnst_jax.serve.metrics import Metrics
+from fnst_jax.serve.models import ServedModel
 from fnst_jax.serve.service import Service, StylizeOptions
 
 log = logging.getLogger(__name__)
@@ -47,13 +54,23 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response
 TIMING_HEADERS = ["X-Model", "X-Batch-Size", "X-Network-Time-Ms", "X-Queue-Time-Ms"]
-# The page loads nothing from elsewhere; the result and the webcam are blob: URLs.
+# The page loads nothing from elsewhere; the result and the webcam are blob: URLs. Running
+# on the device compiles the runtime's WebAssembly ('wasm-unsafe-eval': WebAssembly only,
+# not JavaScript's eval), and cross-origin isolation lets it use several threads.
 PAGE_SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-        "style-src 'self'; script-src 'self'; connect-src 'self'"
+        "style-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
+    **web.ISOLATION_HEADERS,
+}
+# The browser's files: the runtime changes only with web/package-lock.json, a model's file
+# with its model file (its URL carries the file's version).
+BROWSER_FILE_HEADERS = {
+    "Cache-Control": "public, max-age=86400",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    **web.ISOLATION_HEADERS,
 }
 _ROUTES = {"/", "/v1/stylize", "/v1/models", "/v1/info", "/healthz", "/readyz", "/metrics"}
 
@@ -63,9 +80,11 @@ def _route_label(path: str) -> str:
     if path in _ROUTES:
         return path
     if path.startswith("/v1/models/"):
-        return "/v1/models/{name}/style"
+        return "/v1/models/{name}/onnx" if path.endswith("/onnx") else "/v1/models/{name}/style"
     if path.startswith("/static/"):
         return "/static"
+    if path.startswith("/ort/"):
+        return "/ort"
     return "other"
 
 
@@ -226,11 +245,11 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v1/info", summary="Limits and options a client should know")
     async def info() -> dict[str, Any]:
-        return service.info()
+        return {**service.info(), "browser": web.browser_info()}
 
     @app.get("/v1/models", summary="The loaded models")
     async def models() -> list[dict[str, Any]]:
-        return [model.describe() for model in service.models.values()]
+        return [_describe_with_browser_file(model) for model in service.models.values()]
 
     @app.get(
         "/v1/models/{name}/style",
@@ -245,6 +264,8 @@ def create_app(service: Service) -> FastAPI:
         return Response(
             model.thumbnail, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"}
         )
+
+    _add_browser_routes(app, service)
 
     @app.post(
         "/v1/stylize",
@@ -287,6 +308,78 @@ def create_app(service: Service) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _add_browser_routes(app: FastAPI, service: Service) -> None:
+    """What the page's "On this device" downloads: each model's ONNX file and the runtime."""
+    browser_files = web.OnnxCache()
+
+    @app.get(
+        "/v1/models/{name}/onnx",
+        summary="A model as an ONNX file, to stylize in the browser (onnxruntime-web)",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )
+    async def browser_file(
+        request: Request,
+        name: str,
+        dtype: Literal["float16", "float32"] = Query(
+            web.DEFAULT_DTYPE, description="The file's weights and activations"
+        ),
+    ) -> Response:
+        _check_api_key(request, service.settings.api_key)  # the model is the service's too
+        model = service.model(name)
+        key = (model.path.resolve(), dtype)  # a multi-style model's styles share one file
+        data = await run_in_threadpool(browser_files.get, key, lambda: _browser_file(model, dtype))
+        headers = {
+            **BROWSER_FILE_HEADERS,
+            "Content-Disposition": f'attachment; filename="{model.name}.onnx"',
+        }
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    @app.get("/ort/{file_name}", include_in_schema=False)
+    async def runtime_file(file_name: str) -> FileResponse:
+        if file_name not in web.RUNTIME_FILES:
+            raise ServiceError(404, "not_found", f"no runtime file {file_name!r}")
+        problem = web.runtime_problem()
+        if problem:
+            raise ServiceError(404, "no_browser_runtime", problem)
+        return FileResponse(
+            web.RUNTIME_DIR / file_name,
+            media_type=web.RUNTIME_CONTENT_TYPES[Path(file_name).suffix],
+            headers=BROWSER_FILE_HEADERS,
+        )
+
+
+def _describe_with_browser_file(model: ServedModel) -> dict[str, Any]:
+    """`GET /v1/models`'s entry, with `onnx`: where the page downloads the model to run it
+    on the visitor's device (the URL names the model file's version, so browsers keep it
+    until the file changes), and the entry's column of a multi-style file's style input."""
+    entry = model.describe()
+    stat = model.path.stat()
+    version = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
+    style_index = int(model.stylizers[0].style.argmax()) if entry["styles"] else None
+    entry["onnx"] = {
+        "url": f"/v1/models/{model.name}/onnx?dtype={web.DEFAULT_DTYPE}&v={version}",
+        "dtype": web.DEFAULT_DTYPE,
+        "style_index": style_index,
+    }
+    return entry
+
+
+def _browser_file(model: ServedModel, dtype: str) -> bytes:
+    """The model's ONNX file for the browser, made and verified (seconds; runs in a
+    worker thread, once per model file and dtype)."""
+    from fnst_jax.deploy.cli import model_properties  # what an exported file records
+
+    try:
+        properties = model_properties(model.path, model.metadata, model.pad)
+        return web.model_file_onnx(model.path, properties, dtype)
+    except (UserError, OSError) as e:
+        log.warning("model %s: no ONNX file for the browser: %s", model.name, e)
+        raise ServiceError(
+            500, "browser_file_failed", f"model {model.name!r} cannot run in the browser: {e}"
+        ) from None
 
 
 def _client_gone(request: Request) -> Any:

@@ -29,7 +29,7 @@ from fnst_jax.runtime import DTYPES
 from fnst_jax.serve import models as model_files
 from fnst_jax.serve.app import create_app
 from fnst_jax.serve.service import DEFAULT_MAX_PIXELS, Service, Settings
-from fnst_jax.stylize import engine
+from fnst_jax.stylize import defaults
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer(
         "bucket",
-        engine.DEFAULT_BUCKET,
+        defaults.DEFAULT_BUCKET,
         "Pad sides up to multiples of this so sizes share compiled programs and batches.",
         **fv,
     )

@@ -26,7 +26,6 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from fnst_jax import image_io
 from fnst_jax.serve.errors import ServiceError
-from fnst_jax.stylize.arrays import resize
 from fnst_jax.stylize.inputs import Options, target_size
 
 # Pillow decoders the service runs: the formats stylize.py reads as images (jpg, png, webp,
@@ -155,7 +154,7 @@ def prepare(
     new_width, new_height = target_size(width, height, Options(size=size))
     if new_width * new_height > max_pixels:
         raise too_many_pixels(new_width, new_height, max_pixels, f"size={size} would give")
-    return resize(decoded.rgb, decoded.alpha, (new_width, new_height))
+    return image_io.resize_rgb_alpha(decoded.rgb, decoded.alpha, (new_width, new_height))
 
 
 # ----------------------------------------------------------------------------- encoding

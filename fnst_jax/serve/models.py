@@ -6,12 +6,13 @@
   training workdir's `model.npz` and `best.npz`, or exported files under any name); a
   training workdir that has checkpoints but no `model.npz` yet is served from its latest
   checkpoint (`export.load_model`).
-* Names: a file's stem; `model.npz` takes its folder's name (`runs/mosaic/model.npz` ->
-  `mosaic`) and `best.npz` its folder's name plus `-best`. A multi-style model serves each
-  of its styles as its own model, NAME-STYLE (`runs/four` -> `four-candy`, `four-mosaic`,
-  ...; one copy of the parameters, the style chosen per entry). Names are restricted to
-  letters, digits, `.`, `_` and `-`, and must be unique. A request names a model only
-  from this loaded set: no path from a request ever reaches the file system.
+* Names (`model_file.model_name`): a file's stem; `model.npz` takes its folder's name
+  (`runs/mosaic/model.npz` -> `mosaic`) and `best.npz` its folder's name plus `-best`. A
+  multi-style model serves each of its styles as its own model, NAME-STYLE (`runs/four` ->
+  `four-candy`, `four-mosaic`, ...; one copy of the parameters, the style chosen per
+  entry). Names are restricted to letters, digits, `.`, `_` and `-`, and must be unique.
+  A request names a model only from this loaded set: no path from a request ever reaches
+  the file system.
 * `load_models`: each model as a `ServedModel`: one `Stylizer` per device (the stylize
   engine: what `stylize.py` computes) plus what `GET /v1/models` describes, and the
   style thumbnail (metadata key `style_thumbnail`: a base64 JPEG; models without one show
@@ -20,8 +21,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import logging
 import os
@@ -31,15 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
-from fnst_jax import export, runtime
+from fnst_jax import export, model_file, runtime
 from fnst_jax.errors import UserError
-from fnst_jax.stylize.engine import DEFAULT_MAX_PIXELS, Stylizer
+from fnst_jax.stylize.defaults import DEFAULT_MAX_PIXELS
+from fnst_jax.stylize.engine import Stylizer
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_KEY = "style_thumbnail"
 _SKIPPED_FOLDERS = {"checkpoints"}
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -88,23 +86,8 @@ class ServedModel:
 
 def model_name(path: Path) -> str:
     """The name a model file is served under (see the module docstring)."""
-    if path.is_dir() or path.name == export.MODEL_FILENAME:
-        folder = path if path.is_dir() else path.parent
-        name = folder.resolve().name
-    elif path.name == export.BEST_FILENAME:
-        name = f"{path.parent.resolve().name}-best"
-    else:
-        name = path.stem
+    name = model_file.model_name(path)
     return _UNSAFE_NAME_CHARACTERS.sub("-", name).strip("-.") or "model"
-
-
-def is_model_file(path: Path) -> bool:
-    """An `.npz` holding fnst_jax model metadata (reads the archive's index only)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return export.META_KEY in data.files
-    except (OSError, ValueError, EOFError):
-        return False
 
 
 def _models_in_folder(folder: Path) -> list[Path]:
@@ -114,7 +97,7 @@ def _models_in_folder(folder: Path) -> list[Path]:
         for name in sorted(files):
             path = Path(root) / name
             if name.endswith(".npz") and not name.startswith("."):
-                if is_model_file(path):
+                if model_file.is_model_file(path):
                     found.append(path)
                 else:
                     log.info("skipping %s: not an fnst_jax model file", path)
@@ -136,7 +119,7 @@ def find_models(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
         elif path.is_file():
             files = [path]
         else:
-            raise export.ModelFileError(f"{path}: no such model file or folder")
+            raise model_file.ModelFileError(f"{path}: no such model file or folder")
         for file in files:
             name = model_name(file)
             if name in by_name and by_name[name].resolve() != file.resolve():
@@ -152,15 +135,15 @@ def find_models(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
 
 def thumbnail(metadata: dict[str, Any], name: str) -> bytes | None:
     """The style thumbnail JPEG from the metadata, or None (absent or unusable: logged)."""
-    encoded = metadata.get(THUMBNAIL_KEY)
-    if not encoded:
+    if not metadata.get(model_file.STYLE_THUMBNAIL_KEY):
         return None
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        data = b""
+    data = model_file.style_thumbnail_jpeg(metadata) or b""
     if not data.startswith(b"\xff\xd8"):
-        log.warning("model %s: %s is not a base64 JPEG; showing the name only", name, THUMBNAIL_KEY)
+        log.warning(
+            "model %s: %s is not a base64 JPEG; showing the name only",
+            name,
+            model_file.STYLE_THUMBNAIL_KEY,
+        )
         return None
     return data
 
@@ -176,7 +159,7 @@ def load_models(
     """Find and load every model; one Stylizer per device (default: the default device).
 
     The Stylizers use `stylize.py`'s defaults for everything a request cannot set (the
-    model's training pad, tiling above `engine.DEFAULT_MAX_PIXELS`), so a request returns
+    model's training pad, tiling above `defaults.DEFAULT_MAX_PIXELS`), so a request returns
     what `stylize.py` writes for the same image and options.
     """
     compute_dtype = runtime.dtype_from_name(dtype)
@@ -200,7 +183,7 @@ def load_models(
                     max_pixels=DEFAULT_MAX_PIXELS,
                     style=style,
                 )
-                stylizer.style_names = export.style_names(metadata, network.num_styles)
+                stylizer.style_names = model_file.style_names(metadata, network.num_styles)
                 if device is not None:
                     # Committed parameters make every call of this Stylizer run on `device`.
                     stylizer.state = jax.device_put(stylizer.state, device)
@@ -221,10 +204,10 @@ def _styles_of(
     if network.num_styles == 1:
         return [(name, metadata)]
     entries = metadata.get("styles") or [{} for _ in range(network.num_styles)]
-    names = export.style_names(metadata, network.num_styles)
+    names = model_file.style_names(metadata, network.num_styles)
     served = []
     for style_name, entry in zip(names, entries, strict=True):
         own = dict(metadata, style_image=entry.get("image"))
-        own[THUMBNAIL_KEY] = entry.get("thumbnail")
+        own[model_file.STYLE_THUMBNAIL_KEY] = entry.get("thumbnail")
         served.append((_UNSAFE_NAME_CHARACTERS.sub("-", f"{name}-{style_name}"), own))
     return served

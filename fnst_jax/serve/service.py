@@ -140,9 +140,10 @@ class Service:
         return "ready" if self.batcher.ready.is_set() else "starting"
 
     def warm_up(self, device_index: int) -> None:
-        """Compile (and run once) every batch size up to max_batch at every configured
-        size, once per distinct program: models of one architecture and dtype share
-        compiled programs, so only their bucket shapes count."""
+        """Compile every batch size up to max_batch at every configured size, once per
+        distinct program: models of one architecture and dtype share compiled programs, so
+        only their bucket shapes count. Compiled, not run: on CPU running them all would
+        take as long again (with a warm compilation cache, far longer than loading them)."""
         plan, seen = [], set()
         for model in self.models.values():
             stylizer = model.stylizers[device_index]
@@ -169,7 +170,7 @@ class Service:
                 bucket[0],
                 batch,
             )
-            stylizer.stylize_batch([np.zeros((height, width, 3), np.uint8)] * batch)
+            stylizer.compile(batch, bucket)
         log.info("device %d ready (%d programs compiled)", device_index, len(plan))
 
     # -- requests

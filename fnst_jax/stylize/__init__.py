@@ -6,15 +6,17 @@ Where things happen:
     bucketing and batching. The command line, an HTTP service and export checks call it.
   * `tiling.py`: images above `max_pixels`, in tiles normalised with the whole image's
     statistics (exact by default), so they add up to the untiled result.
+  * `onnx_engine.py`: `OnnxStylizer`, the same interface for an exported `.onnx` file in
+    onnxruntime, tiling included (`onnx_functions.py`: the file's tiling functions).
   * `inputs.py`: files, folders and globs -> jobs (source, destination); output naming,
     what is refused or skipped, the single-file `--output` checks.
-  * `run.py`: the image and video runs (decode/encode in threads around the network,
-    progress, the summary).
+  * `run.py`: the image and video runs (decode/encode in threads around the network);
+    `reporter.py`: their progress, problems and summary.
   * `cli.py`: the flags of `python stylize.py` and `main(argv) -> exit status`.
   * `styles.py`: which style(s) of a multi-style model to run (`--style`, `--style-mix`).
-  * `arrays.py`: numpy helpers they share (size rounding, an image's network input, resizing).
-  * `loading.py`: `load_stylizer`, the engine for a model path (the JAX `engine.Stylizer`, or
-    for an `.onnx` file `deploy.onnx_runtime.OnnxStylizer`), and the defaults they share.
+  * `arrays.py`: numpy helpers they share (size rounding, an image's network input).
+  * `loading.py`: `load_stylizer`, the engine for a model path (`engine.Stylizer`, or
+    `onnx_engine.OnnxStylizer` for an `.onnx` file); `defaults.py`: the settings both take.
 
 Only `engine.py` imports JAX, and importing this package does not import it (`Stylizer` is
 loaded on first use), so `stylize.py --model x.onnx` runs without JAX.

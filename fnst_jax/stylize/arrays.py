@@ -1,5 +1,5 @@
-"""Numpy helpers shared by the stylize engines (JAX and onnxruntime), tiling and runs: size
-rounding, the network input of an image, Lanczos resizing.
+"""Numpy helpers shared by the stylize engines (JAX and onnxruntime) and tiling: size
+rounding, batch padding, the network input of an image.
 
 `network_input` lays an image out host-side exactly as `transformer_net.stylize_padded` and
 `TransformerNet.__call__` pad it on the device (numpy's and jax's "reflect" agree).
@@ -10,7 +10,6 @@ Imports no JAX (the onnxruntime path of `stylize.py` uses it).
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 # transformer_net.SIZE_MULTIPLE (tests keep them equal): the network input's sides are
 # padded to multiples of it (the network downsamples twice by 2).
@@ -54,15 +53,3 @@ def network_input(image: np.ndarray, pad: int) -> tuple[np.ndarray, tuple[int, i
     rows, cols = padded.shape[:2]
     padded = reflect_pad_numpy(padded, 0, -rows % SIZE_MULTIPLE, 0, -cols % SIZE_MULTIPLE)
     return padded, (pad_h, pad_w)
-
-
-def resize(
-    rgb: np.ndarray, alpha: np.ndarray | None, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Lanczos resize of uint8 RGB (and alpha) to (width, height); a no-op at the same size."""
-    if (rgb.shape[1], rgb.shape[0]) == size:
-        return rgb, alpha
-    rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS, reducing_gap=3))
-    if alpha is not None:
-        alpha = np.asarray(Image.fromarray(alpha).resize(size, Image.Resampling.LANCZOS))
-    return rgb, alpha

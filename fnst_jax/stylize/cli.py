@@ -21,7 +21,8 @@ from absl import flags
 from fnst_jax import cli as convention
 from fnst_jax import image_io
 from fnst_jax.errors import UsageError
-from fnst_jax.stylize import inputs, loading, run, styles
+from fnst_jax.stylize import defaults, inputs, loading, run, styles
+from fnst_jax.stylize.reporter import Reporter
 
 USAGE = """\
 Stylize images, folders and videos with a trained fast-neural-style model.
@@ -68,14 +69,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_float("scale", None, "Resize by this factor (instead of --size).", **fv)
     flags.DEFINE_integer(
         "max-pixels",
-        loading.DEFAULT_MAX_PIXELS,
+        defaults.DEFAULT_MAX_PIXELS,
         "Images with more pixels than this are stylized in tiles; also caps the pixels in "
         "one batch. Lower it if you run out of memory.",
         **fv,
     )
     flags.DEFINE_integer(
         "tile",
-        loading.DEFAULT_TILE,
+        defaults.DEFAULT_TILE,
         "Side in pixels of the part of a large image each tile computes (each tile also "
         "sees 64 px of context around it).",
         **fv,
@@ -83,7 +84,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_enum(
         "tile-stats",
         "exact",
-        list(loading.TILE_STATISTICS),
+        list(defaults.TILE_STATISTICS),
         "Instance-norm statistics of a tiled image: exact (the whole image's, computed over "
         "the tiles: the untiled result, ~7x the compute) or approximate (measured on a "
         "shrunk copy: one extra network call, slightly different tone).",
@@ -91,19 +92,19 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     )
     flags.DEFINE_integer(
         "batch-size",
-        loading.DEFAULT_BATCH_SIZE,
+        defaults.DEFAULT_BATCH_SIZE,
         "Same-size images or frames per network call (rounded down to a power of two, "
         "and fewer when their pixels would exceed --max-pixels).",
         **fv,
     )
     flags.DEFINE_integer(
         "bucket",
-        loading.DEFAULT_BUCKET,
+        defaults.DEFAULT_BUCKET,
         "Pad image sides up to a multiple of this (by reflection, cropped back) so mixed "
         "sizes share compiled programs. 4 = exact sizes (one compilation per size).",
         **fv,
     )
-    flags.DEFINE_enum("dtype", "float32", list(loading.DTYPE_NAMES), "Compute dtype.", **fv)
+    flags.DEFINE_enum("dtype", "float32", list(defaults.DTYPE_NAMES), "Compute dtype.", **fv)
     flags.DEFINE_integer(
         "pad",
         None,
@@ -223,7 +224,7 @@ def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int
     options = _options_from_flags(fv)
     output = Path(fv["output"].value)
     single_file = inputs.is_single_file_output(output)
-    reporter = run.Reporter(quiet=options.quiet, stream=stream)
+    reporter = Reporter(quiet=options.quiet, stream=stream)
     stylizer = loading.load_stylizer(  # a bad model file: UserError, exit 2
         fv["model"].value,
         dtype=fv["dtype"].value,

@@ -18,16 +18,18 @@ What it computes is `transformer_net.stylize_padded(model, image, pad)`, the for
 training and evaluate optimise and score, whatever the bucket, batch or tile layout: every
 image is laid out as its network input (`arrays.network_input`: the train pad, then the
 rounding to a multiple of 4, both reflected, exactly as the reference pads) at the top-left
-of a bucket-shaped array, and `TransformerNet.forward` gets its box, so every layer reflects
-at the box edges and every instance norm measures inside it (see transformer_net's module
-docstring). The bucket padding beyond the box never reaches the result.
+of a bucket-shaped array, and the network (`TransformerNet.forward_with_statistics`) gets
+its box, so every layer reflects at the box edges and every instance norm measures inside it
+(see transformer_net's module docstring). The bucket padding beyond the box never reaches
+the result.
 
-`loading.load_stylizer(path, ...)` (re-exported here) picks the engine for a model path:
-this module's `Stylizer`, or for an exported `.onnx` file `deploy.onnx_runtime.OnnxStylizer`
-(onnxruntime, same interface, tiling included, no JAX).
+`loading.load_stylizer(path, ...)` picks the engine for a model path: this module's
+`Stylizer`, or for an exported `.onnx` file `onnx_engine.OnnxStylizer` (onnxruntime, same
+interface, tiling included, no JAX).
 
 Where things happen:
-  * `_forward`: the jit-compiled network, shared by every Stylizer of one architecture;
+  * `_forward`: the jit-compiled network, shared by every Stylizer of one architecture
+    (`TransformerNet.forward_with_statistics`: the output and the moments each norm used);
     `_layer_summary`: one exact-statistics pass of tiling, up to one norm layer.
   * `Stylizer.run_network`: one batch of laid-out images through `_forward`;
     `stylize_batch` groups images by bucket shape and batches around it; images above
@@ -53,17 +55,16 @@ import numpy as np
 from flax import nnx
 
 from fnst_jax import export, image_io, runtime
+from fnst_jax.model_file import style_names, style_weights
 from fnst_jax.stylize import tiling
 from fnst_jax.stylize.arrays import network_input, pad_batch, round_up
-from fnst_jax.stylize.loading import (  # noqa: F401 (re-exported: engine.load_stylizer)
+from fnst_jax.stylize.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_BUCKET,
     DEFAULT_MAX_PIXELS,
     DEFAULT_TILE,
     TILE_STATISTICS,
-    load_stylizer,
 )
-from fnst_jax.stylize.styles import style_weights
 from fnst_jax.stylize.tiling import NormStatistics, Summary
 from fnst_jax.transformer_net import SIZE_MULTIPLE, Moments, NormControl, TransformerNet
 
@@ -86,9 +87,8 @@ def _forward(
     same architecture and dtype in a process shares the compiled programs: XLA compiles
     once per input shape, not once per model load."""
     model = nnx.merge(graphdef, state)
-    norms = NormControl(given=given)
-    output = model.forward(images, box, norms, style)
-    return output, norms.used
+    output, records = model.forward_with_statistics(images, box, NormControl(given=given), style)
+    return output, [record.moments for record in records]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
@@ -108,8 +108,8 @@ def _layer_summary(
     model = nnx.merge(graphdef, state)
     missing = [None] * (tiling.NUM_NORM_LAYERS - len(given))
     norms = NormControl(given=[*given, *missing], sum_box=interiors)
-    model.forward(images, boxes, norms, style)
-    return norms.sums[layer]
+    _, records = model.forward_with_statistics(images, boxes, norms, style)
+    return records[layer].summary
 
 
 class Stylizer:
@@ -137,7 +137,7 @@ class Stylizer:
         tile_statistics: "exact" (the whole image's instance-norm statistics, computed
         over the tiles: the untiled result) or "approximate" (measured once on a copy
         shrunk to `max_pixels`: faster); see `tiling`. style: which style of a multi-style
-        model (an index, or one weight per style for a mix: `styles.style_weights`);
+        model (an index, or one weight per style for a mix: `model_file.style_weights`);
         ignored by a one-style model."""
         if tile_statistics not in TILE_STATISTICS:
             raise ValueError(
@@ -151,7 +151,7 @@ class Stylizer:
         self.tile_statistics = tile_statistics
         self.graphdef, self.state = nnx.split(model)
         self.num_styles = model.num_styles
-        self.style_names = export.style_names({}, self.num_styles)  # from_model_file: the real ones
+        self.style_names = style_names({}, self.num_styles)  # from_model_file: the real ones
         self.style = style_weights(self.num_styles, style)[0]  # raises StyleError
         self.compiled_shapes: set[tuple[int, ...]] = set()
 
@@ -177,13 +177,13 @@ class Stylizer:
         **options: int,
     ) -> Stylizer:
         """A Stylizer for an exported model file or a training workdir (`export.load_model`;
-        raises its ModelFileError). pad: default the model's training pad from its
+        raises `model_file.ModelFileError`). pad: default the model's training pad from its
         metadata, else 0. options: the other keyword arguments of `Stylizer`."""
         model, metadata = export.load_model(path, runtime.dtype_from_name(dtype))
         if pad is None:
             pad = int(metadata.get("pad") or 0)
         stylizer = cls(model, pad=pad, **options)
-        stylizer.style_names = export.style_names(metadata, model.num_styles)
+        stylizer.style_names = style_names(metadata, model.num_styles)
         return stylizer
 
     # -- the API
@@ -242,6 +242,20 @@ class Stylizer:
         return 1 << (limit.bit_length() - 1)
 
     # -- the network
+
+    def compile(self, batch: int, bucket: tuple[int, int]) -> None:
+        """Compile (or load from the compilation cache) the network for `batch` images
+        (rounded up to a power of two, as `run_network` does) of one bucket shape, without
+        running it: the later calls of that shape find the program compiled. A service's
+        warm-up does this: running the network instead costs as much again on CPU."""
+        count = 1 << (max(batch, 1) - 1).bit_length()  # pad_batch's size
+        shape = (count, *bucket, 3)
+        self.compiled_shapes.add(shape)
+        images = jax.ShapeDtypeStruct(shape, jnp.float32)
+        boxes = jax.ShapeDtypeStruct((count, 4), jnp.int32)
+        _forward.lower(
+            self.graphdef, self.state, images, boxes, None, self._style_input(count)
+        ).compile()
 
     def run_network(
         self,

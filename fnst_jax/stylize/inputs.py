@@ -7,8 +7,8 @@
   * `is_single_file_output` / `single_file_problem`: `--output photo.png` for one input.
   * `Options`: everything but the network that decides how inputs become outputs.
 
-Problems are reported through the run's `Reporter` (one `error:`/`skipped:` line each), so
-one bad input never stops the others.
+Problems are reported through the run's `reporter.Reporter` (one `error:`/`skipped:` line
+each), so one bad input never stops the others.
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fnst_jax import image_io, video
-
-# export.BEST_FILENAME; export itself imports JAX, which the ONNX path does without.
-BEST_FILENAME = "best.npz"
+from fnst_jax import image_io, model_file, video
 
 if TYPE_CHECKING:
-    from fnst_jax.stylize.run import Reporter
+    from fnst_jax.stylize.reporter import Reporter
 
 
 @dataclasses.dataclass
@@ -65,13 +62,8 @@ def target_size(width: int, height: int, options: Options) -> tuple[int, int]:
 
 def model_name(model_path: str) -> str:
     """A name for output files: the workdir's name (plus `-best` for its best.npz, as the
-    service names it), or the model file's stem."""
-    path = Path(model_path)
-    if path.is_dir() or path.name == "model.npz":
-        return (path if path.is_dir() else path.parent).resolve().name or "stylized"
-    if path.name == BEST_FILENAME:
-        return f"{path.parent.resolve().name}-best"
-    return path.stem
+    service names it), or the model file's stem (`model_file.model_name`)."""
+    return model_file.model_name(model_path) or "stylized"
 
 
 def is_video(path: Path) -> bool:

@@ -1,13 +1,14 @@
-"""Which engine runs a model path, and the settings both engines share. Imports no JAX.
+"""Which engine runs a model path. Imports no JAX.
 
 `load_stylizer(path, ...)` is what `stylize.py --model` calls: an exported `.onnx` file runs
-in onnxruntime (`deploy.onnx_runtime.OnnxStylizer`); anything else (a training workdir, an
-exported `.npz` model) runs in the JAX engine (`engine.Stylizer`), which is imported only
-then, so stylizing with an ONNX model never loads JAX, Flax or XLA.
+in onnxruntime (`onnx_engine.OnnxStylizer`); anything else (a training workdir, an exported
+`.npz` model) runs in the JAX engine (`engine.Stylizer`), which is imported only then, so
+stylizing with an ONNX model never loads JAX, Flax or XLA.
 
 Both engines offer what the runs use (`stylize`, `stylize_batch`, `stylize_float`,
-`bucket_shape`, `needs_tiling`, `batch_limit`, `batch_size`, `max_pixels`) and tile images
-above `max_pixels` through `tiling`, exact or approximate alike.
+`bucket_shape`, `needs_tiling`, `batch_limit`, `batch_size`, `max_pixels`), take the same
+settings (`defaults`) and tile images above `max_pixels` through `tiling`, exact or
+approximate alike.
 """
 
 from __future__ import annotations
@@ -16,18 +17,16 @@ import os
 from typing import TYPE_CHECKING
 
 from fnst_jax.errors import UsageError
+from fnst_jax.stylize.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BUCKET,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TILE,
+)
 
 if TYPE_CHECKING:
-    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
     from fnst_jax.stylize.engine import Stylizer
-
-DEFAULT_MAX_PIXELS = 2048 * 2048  # ~3 GB of activations on CPU in float32
-DEFAULT_TILE = 1024
-DEFAULT_BUCKET = 64
-DEFAULT_BATCH_SIZE = 4
-TILE_STATISTICS = ("exact", "approximate")
-# The JAX engine's compute dtypes: `runtime.DTYPES`' names (tests keep them equal).
-DTYPE_NAMES = ("float32", "bfloat16")
+    from fnst_jax.stylize.onnx_engine import OnnxStylizer
 
 _use_compilation_cache = False
 
@@ -53,12 +52,12 @@ def load_stylizer(
 ) -> Stylizer | OnnxStylizer:
     """The engine for a model path. An `.onnx` file's pad and dtype were fixed at export
     (a different --pad or --dtype is a UsageError) and onnxruntime compiles nothing, so
-    `bucket` does not apply to it; the JAX engine raises `export.ModelFileError` for an
+    `bucket` does not apply to it; the JAX engine raises `model_file.ModelFileError` for an
     unusable model file."""
-    from fnst_jax.deploy import onnx_runtime  # numpy and onnxruntime only
+    from fnst_jax.stylize import onnx_engine  # numpy and onnxruntime only
 
-    if onnx_runtime.is_onnx_file(path):
-        stylizer = onnx_runtime.OnnxStylizer(
+    if onnx_engine.is_onnx_file(path):
+        stylizer = onnx_engine.OnnxStylizer(
             path,
             batch_size=batch_size,
             max_pixels=max_pixels,

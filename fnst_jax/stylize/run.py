@@ -7,8 +7,7 @@
     a group fills a batch (or too many wait), so same-size images share network calls.
   * `run_video`: frames streamed from `video.read_video` through the network in batches to
     `video.write_video`; the output keeps the timing and audio.
-  * `Reporter`: progress bars on a terminal, plain lines otherwise, errors always; counts
-    what was done, failed and skipped for the summary line.
+Progress, errors and the summary go through the run's `reporter.Reporter`.
 
 A bad input (unreadable, failed stylization, unwritable output) is reported on one line and
 the run goes on with the others.
@@ -18,93 +17,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
-import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fnst_jax import image_io, video
-from fnst_jax.stylize.arrays import resize
 from fnst_jax.stylize.inputs import Job, Options, target_size
+from fnst_jax.stylize.reporter import Reporter
 
 if TYPE_CHECKING:  # runs take either engine (loading.load_stylizer) and import neither
     from fnst_jax.stylize.engine import Stylizer
-
-
-class Reporter:
-    """Progress and messages: tqdm on a TTY, plain lines otherwise, errors always."""
-
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None):
-        self.quiet = quiet
-        self.stream = stream if stream is not None else sys.stderr
-        self.interactive = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.done, self.failed, self.skipped = 0, 0, 0
-        self.skip_reasons: dict[str, int] = {}
-        self._bars: list[Any] = []
-
-    def _print(self, message: str) -> None:
-        if self._bars:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=self.stream)
-        else:
-            print(message, file=self.stream, flush=True)
-
-    def info(self, message: str) -> None:
-        if not self.quiet and not self.interactive:
-            self._print(message)
-
-    def error(self, path: str | os.PathLike, reason: str) -> None:
-        self.failed += 1
-        reason = reason.removeprefix(f"{path}: ")
-        self._print(f"error: {path}: {reason}")
-
-    def skip(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
-        self.skipped += 1
-        self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
-        if not self.quiet:
-            self._print(f"skipped: {path}: {reason}{detail}")
-
-    def success(self, source: Path, destination: Path, seconds: float | None = None) -> None:
-        self.done += 1
-        timing = f" ({seconds:.2f} s)" if seconds is not None else ""
-        self.info(f"{source} -> {destination}{timing}")
-
-    def bar(self, total: int | None, unit: str, description: str) -> Any:
-        """A tqdm progress bar (disabled unless the stream is a terminal)."""
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=total,
-            unit=unit,
-            desc=description,
-            disable=not self.interactive,
-            file=self.stream,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        self._bars.append(bar)
-        return bar
-
-    def close_bar(self, bar: Any) -> None:
-        bar.close()
-        if bar in self._bars:
-            self._bars.remove(bar)
-
-    def summary(self, total: int, seconds: float) -> str:
-        parts = []
-        if self.failed:
-            parts.append(f"{self.failed} failed")
-        if self.skipped:
-            reasons = ", ".join(f"{k}" for k in self.skip_reasons)
-            parts.append(f"{self.skipped} skipped: {reasons}")
-        details = f" ({', '.join(parts)})" if parts else ""
-        return f"stylized {self.done} of {total} inputs{details} in {seconds:.1f} s"
 
 
 def run_jobs(jobs: Sequence[Job], stylizer: Stylizer, options: Options, reporter: Reporter) -> None:
@@ -135,7 +61,7 @@ def _prepare(job: Job, options: Options) -> _Prepared:
     started = time.perf_counter()
     decoded = image_io.read_image(job.source)
     size = target_size(decoded.rgb.shape[1], decoded.rgb.shape[0], options)
-    rgb, alpha = resize(decoded.rgb, decoded.alpha, size)
+    rgb, alpha = image_io.resize_rgb_alpha(decoded.rgb, decoded.alpha, size)
     format = image_io.EXTENSION_TO_FORMAT[job.destination.suffix.lower()]
     return _Prepared(job, rgb, alpha, decoded.icc_profile, format, started)
 
@@ -306,7 +232,7 @@ def _stylized_frames(
 
         blender = TemporalBlender(options.temporal_blend)
     for group in _batched(frames, batch):
-        group = [resize(frame, None, size)[0] for frame in group]
+        group = [image_io.resize_rgb_alpha(frame, None, size)[0] for frame in group]
         stylized = stylizer.stylize_batch(group, preserve_color=options.preserve_color)
         if blender is not None:
             stylized = [

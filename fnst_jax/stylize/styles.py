@@ -3,9 +3,9 @@
 A multi-style model (conditional instance norm, `transformer_net`) stylizes in one style or
 one mix of its styles at a time. `choose_styles(names, style, mix)` turns the two flags into
 the list of `StyleChoice`s to run (one, or every style for `--style all`); each choice's
-`label` goes into the output names so that outputs of different styles do not collide.
-`style_weights` is the style input of a model for a style or mix (the JAX engine's and the
-ONNX engine's). Numpy only: no JAX.
+`label` goes into the output names so that outputs of different styles do not collide; the
+engines turn a choice's weights into the model's style input (`model_file.style_weights`).
+No JAX.
 """
 
 from __future__ import annotations
@@ -14,39 +14,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-import numpy as np
-
-from fnst_jax.errors import UsageError, UserError
+from fnst_jax.errors import UsageError
 
 ALL = "all"
-
-
-class StyleError(UserError, ValueError):
-    """A style input that does not fit the model (wrong length, negative, all zero)."""
-
-
-def style_weights(
-    num_styles: int, selection: int | Sequence[float] | np.ndarray, batch: int = 1
-) -> np.ndarray:
-    """The style input for `batch` images: a style index (one-hot) or one weight per style,
-    normalised to sum to 1 -> float32 (batch, num_styles). Raises StyleError for an index
-    out of range, a wrong length, negative weights or weights that sum to zero."""
-    if isinstance(selection, (int, np.integer)):
-        if not 0 <= selection < num_styles:
-            raise StyleError(
-                f"style index {selection} is out of range: the model has "
-                f"{num_styles} style{'s' if num_styles != 1 else ''}"
-            )
-        weights = np.zeros(num_styles, np.float32)
-        weights[selection] = 1.0
-    else:
-        weights = np.asarray(selection, np.float64).reshape(-1)
-        if weights.size != num_styles:
-            raise StyleError(f"{weights.size} style weights for a {num_styles}-style model")
-        if np.any(weights < 0) or not np.all(np.isfinite(weights)) or weights.sum() <= 0:
-            raise StyleError(f"style weights must be >= 0 with a positive sum, got {list(weights)}")
-        weights = (weights / weights.sum()).astype(np.float32)
-    return np.broadcast_to(weights, (batch, num_styles)).copy()
 
 
 @dataclasses.dataclass(frozen=True)

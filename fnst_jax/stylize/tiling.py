@@ -25,7 +25,7 @@ Memory: the uint8 network input and float32 output of the image's size, and one 
 tile arrays through the network; never the whole image.
 
 The functions take the engine that runs the network (`TilingEngine`: the JAX
-`engine.Stylizer`, or `deploy.onnx_runtime.OnnxStylizer`, which runs the tiling functions an
+`engine.Stylizer`, or `onnx_engine.OnnxStylizer`, which runs the tiling functions an
 exported ONNX file carries); each engine calls `stylize_tiled` for every image above
 `max_pixels`. This module is numpy only: it imports no JAX.
 """
@@ -38,7 +38,8 @@ from typing import Protocol
 
 import numpy as np
 
-from fnst_jax.stylize.arrays import SIZE_MULTIPLE, network_input, resize, round_up
+from fnst_jax import image_io
+from fnst_jax.stylize.arrays import SIZE_MULTIPLE, network_input, round_up
 
 # A norm layer's float32 (mean, variance), each (N, 1, 1, C).
 Moments = tuple[np.ndarray, np.ndarray]
@@ -227,7 +228,7 @@ def approximate_statistics(stylizer: TilingEngine, image: np.ndarray) -> NormSta
     on a copy shrunk to fit `max_pixels` (`shrunk_size`): one network call whatever the
     image size."""
     small_h, small_w, small_pad = shrunk_size(*image.shape[:2], stylizer.pad, stylizer.max_pixels)
-    small = resize(image, None, (small_w, small_h))[0]
+    small = image_io.resize_rgb_alpha(image, None, (small_w, small_h))[0]
     return stylizer.norm_statistics(small, small_pad)
 
 

@@ -1,12 +1,12 @@
 """Stylize with an exported ONNX model in onnxruntime: what `stylize.py --model x.onnx` runs.
 
-`OnnxStylizer` has the interface of `stylize.engine.Stylizer` that the stylize runs use
+`OnnxStylizer` has the interface of `engine.Stylizer` that the stylize runs use
 (`stylize`, `stylize_batch`, `stylize_float`, `bucket_shape`, `needs_tiling`,
 `batch_limit`, `batch_size`, `max_pixels`), so images, folders and videos go through the same
 code. This module imports no JAX: with numpy, Pillow and onnxruntime installed (and the onnx
 package for tiling),
 
-    from fnst_jax.deploy.onnx_runtime import OnnxStylizer
+    from fnst_jax.stylize.onnx_engine import OnnxStylizer
     styled = OnnxStylizer("mosaic.onnx").stylize(image)   # uint8 (H, W, 3) in and out
 
 What differs from the JAX engine:
@@ -18,7 +18,7 @@ What differs from the JAX engine:
     for approximate ones). A file exported before they existed cannot tile (a UserError
     saying to export it again).
   * Untiled images need sides of at least the model's `min_side` px (3 with any training
-    pad; `onnx_graph.smallest_side`).
+    pad; `deploy.onnx_graph.smallest_side`).
   * A multi-style model exported with `--style-input` stylizes in style 0 unless told
     (`with_style`: an index or a mix, fed as its `style` input); it has no tiling functions,
     so images above `max_pixels` are refused (a UserError saying what to do).
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fnst_jax import image_io
-from fnst_jax.deploy import (
+from fnst_jax.deploy_interface import (
     BOX_INPUT,
     FLOAT_OUTPUT_NAME,
     INPUT_NAME,
@@ -51,17 +51,17 @@ from fnst_jax.deploy import (
     moment_names,
     summary_names,
 )
-from fnst_jax.deploy.onnx_functions import FunctionSessions
 from fnst_jax.errors import UserError
+from fnst_jax.model_file import style_weights
 from fnst_jax.stylize import tiling
 from fnst_jax.stylize.arrays import SIZE_MULTIPLE, network_input, round_up
-from fnst_jax.stylize.loading import (
+from fnst_jax.stylize.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_PIXELS,
     DEFAULT_TILE,
     TILE_STATISTICS,
 )
-from fnst_jax.stylize.styles import style_weights
+from fnst_jax.stylize.onnx_functions import FunctionSessions
 from fnst_jax.stylize.tiling import NormStatistics, Summary
 
 
@@ -145,7 +145,8 @@ class OnnxStylizer:
 
     def with_style(self, style: int | Sequence[float]) -> OnnxStylizer:
         """A copy (sharing the session) that stylizes in another style (an index) or mix (one
-        weight per style) of a --style-input file (`styles.style_weights`; raises StyleError)."""
+        weight per style) of a --style-input file (`model_file.style_weights`; raises
+        StyleError)."""
         other = copy.copy(self)
         other.style = style_weights(self.num_styles, style)[0]
         return other

@@ -1,7 +1,7 @@
 """The tiling functions an exported ONNX file carries, run in onnxruntime (no JAX).
 
 Besides its graph, an fnst_jax ONNX file holds two model-local functions that nothing in the
-graph calls (`onnx_graph`'s module docstring): `tile_forward`, the network in its box form
+graph calls (`deploy.onnx_graph`'s module docstring): `tile_forward`, the network in its box form
 normalised with given statistics, and `norm_moments`, the statistics of a network input.
 `FunctionSessions.run(function, outputs, feeds)` runs one of them: it builds a model whose
 graph is the function's body, keeping only the nodes the requested outputs need, with the
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fnst_jax.deploy import (
+from fnst_jax.deploy_interface import (
     BOX_INPUT,
     FUNCTION_DOMAIN,
     INTERIOR_INPUT,
