@@ -333,8 +333,15 @@ def test_folder_batches_full_despite_bad_files(tmp_path, caplog):
     iterator = data.make_train_iterator(
         folder_config(tmp_path / "images"), image_size=IMAGE_SIZE, global_batch_size=4, seed=1
     )
-    with caplog.at_level(logging.WARNING):
-        batches = take(iterator, 6)  # 24 examples: two epochs of 12 records
+    # The pipeline logs through absl's logger; an earlier test in the same process may have
+    # stopped it propagating to the root logger, so caplog's handler is attached to it directly.
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="absl"):
+            batches = take(iterator, 6)  # 24 examples: two epochs of 12 records
+    finally:
+        absl_logger.removeHandler(caplog.handler)
     for batch in batches:
         assert batch.shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3) and batch.dtype == np.uint8
         assert -1 not in identify(batch, 7)
