@@ -1,5 +1,5 @@
-"""One multi-style model against single-style models trained with the same settings (issue 13's
-acceptance measurement), on the photos held out from training.
+"""One multi-style model against single-style models trained with the same settings
+on the photos held out from training.
 
     python benchmarks/multistyle.py \
         --singles runs/single_candy runs/single_mosaic runs/single_starry-night runs/single_udnie \

@@ -1,4 +1,4 @@
-"""A run's quality over its steps (issue 12, section 3): is the last model the best one?
+"""A run's quality over its steps: is the last model the best one?
 
     python train.py --config configs/photos_mosaic.py --workdir runs/mosaic2000 \
         --config.train.steps=2000 --config.keep_checkpoints=20

@@ -1,4 +1,4 @@
-"""Training recipes compared by the quality figures (issue 12): style reduction, content change
+"""Training recipes compared by the quality figures: style reduction, content change
 and luminance of each run's model on the photos held out from training, at the size users
 stylize at.
 
@@ -35,7 +35,7 @@ from fnst_jax import evaluate, image_io, model_file, quality, vgg_weights
 from fnst_jax.data.sources import FolderSource, held_out_indices
 from fnst_jax.stylize.engine import Stylizer
 
-LUMINANCE_SLACK = 0.15  # issue 12: within the photo/style luminance range, give or take 15%
+LUMINANCE_SLACK = 0.15  # within the photo/style luminance range, give or take 15%
 GRID_PHOTOS = 3
 FIGURES_HEADER = f"{'reduction':>9s} {'change':>7s}  {'luma':>5s} {'contr':>5s}"
 HEADER = f"{FIGURES_HEADER} {'luma in range':>13s}"

@@ -7,7 +7,7 @@
 images), style layers relu1_1..relu5_1, content layer relu2_2, the article's 40 px
 reflection padding at 256 px. The paper's own settings: configs/johnson2016.py.
 
-Sizes (issue 12; measured in README, *Training recipe*):
+Sizes (measured in docs/experiments/recipe.md):
   train.pad   = image_size * 5 // 32  (40 px at 256, 20 at 128): follows `train.image_size`
                 unless set. A fixed 40 px around a 128 px crop makes 62% of what the network
                 sees reflection.

@@ -1,8 +1,8 @@
 """The ONNX model of a TransformerNet, written node by node from its parameters.
 
-Why written by hand and not converted from the jitted function: jax2onnx 0.17.1 needed shape
-constraints for the reflect pad and its graph then failed in onnxruntime 1.32 (Concat/Expand
-shape errors from the slice-based reflect pad and the repeat-based upsampling; issue 15).
+Why written by hand and not converted from the jitted function: the converted graph of the
+slice-based reflect pad and the repeat-based upsampling needs shape constraints and does not
+run in onnxruntime as it is.
 This graph uses only ONNX's standard operators, the ones other runtimes and converters know:
 Pad (mode reflect), Conv, InstanceNormalization, Relu, Resize (nearest), Add, Slice,
 Transpose, Cast, Round, Clip, and a few integer ops (Shape, Slice, Sub, Min, Add, Neg, Mod,
