@@ -232,6 +232,14 @@ def _styles_described(properties: dict[str, str]) -> str:
     return f"style {properties['style']}"
 
 
+def _load(fv: flags.FlagValues) -> tuple[Path, Any, dict, int, dict[str, str]]:
+    """(path, model, metadata, pad, ONNX properties) of --model, the pad --pad or the model's."""
+    model_path = model_file.resolve_model_path(fv["model"].value)
+    model, metadata = export.load_model(model_path)
+    pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
+    return model_path, model, metadata, pad, model_properties(model_path, metadata, pad)
+
+
 def _export_web(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
     """--format web: a static site in the folder --output (`deploy.web.write_site`)."""
     from fnst_jax.deploy import web
@@ -245,10 +253,7 @@ def _export_web(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> 
     web.check_site_output(output, fv["overwrite"].value)
     web.require_runtime()  # before minutes of verification, not after
     sizes = parse_sizes(fv["verify-sizes"].value)
-    model_path = model_file.resolve_model_path(fv["model"].value)
-    model, metadata = export.load_model(model_path)
-    pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
-    properties = model_properties(model_path, metadata, pad)
+    model_path, model, metadata, pad, properties = _load(fv)
     name, style = model_file.model_name(model_path), ""
     if fv["style"].value is not None or fv["style-mix"].value is not None:
         model, style = _one_style(fv, model, metadata)  # else every style, mixed on the page
@@ -292,10 +297,7 @@ def _export(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int:
     _check_flags(fv, positional)
     sizes = parse_sizes(fv["verify-sizes"].value)
     output = Path(fv["output"].value)
-    model_path = model_file.resolve_model_path(fv["model"].value)
-    model, metadata = export.load_model(model_path)
-    pad = fv["pad"].value if fv["pad"].value is not None else int(metadata.get("pad") or 0)
-    properties = model_properties(model_path, metadata, pad)
+    model_path, model, metadata, pad, properties = _load(fv)
     model, style = _one_style(fv, model, metadata)
     if fv["style-input"].value:  # the styles, in the order of the style input's columns
         properties["styles"] = style
