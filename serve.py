@@ -2,7 +2,7 @@
 
     python serve.py --models runs/ [more model files or folders] [--host 127.0.0.1] [--port 8000]
 
-See `python serve.py --help` and README's "Serve" section; the logic lives in the package
+See `python serve.py --help` and docs/serve.md; the logic lives in the package
 fnst_jax/serve/ (flags in fnst_jax/serve/cli.py, routes in app.py, the queue in batcher.py).
 Needs the `serve` extra: `pip install -e ".[serve]"`.
 """

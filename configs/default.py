@@ -25,7 +25,7 @@ then traded too much content (content change 1.9), 5 kept it at 1.1.
 
 VGG19 weights are downloaded from torchvision on first use and cached (offline:
 --config.vgg.weights=/path/to/vgg19-dcbb9e9d.pth). COCO is prepared once by tensorflow-datasets
-(see README). On one modern GPU this takes well under an hour.
+(docs/data.md). On one modern GPU this takes well under an hour.
 """
 
 import ml_collections
@@ -38,9 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     # too; setting train.pad explicitly breaks that link.
     image_size = config_dict.FieldReference(256)
     config.style_image = ""  # required: the style to learn
-    # Several styles in one model (conditional instance norm, README "Many styles in one
-    # model"): a tuple of paths, used instead of style_image when set. Each step trains one
-    # style on the whole batch, every style once per len(style_images) steps.
+    # Several styles in one model (conditional instance norm, docs/multistyle.md): a tuple
+    # of paths, used instead of style_image when set. Each step trains one style on the
+    # whole batch, every style once per len(style_images) steps.
     config.style_images = ()
     # Start from a trained model (.npz or workdir) and add style_images to its styles
     # (fnst_jax/base_model.py); with train.only_norm_params its styles stay bit-identical.
@@ -49,9 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dtype = "float32"  # or "bfloat16": compute in bf16, params/norms/Grams/losses in f32
     config.parallel = "jit"  # "jit" (mesh + sharded batch) or "pmap"
 
-    # Content images: fnst_jax.data reads every field of this block (README, *Training data*).
+    # Content images: fnst_jax.data reads every field of this block (docs/data.md).
     config.data = ml_collections.ConfigDict()
-    config.data.source = "tfds:fnst_coco_images/2014"  # or folder:PATH, synthetic:N (README)
+    config.data.source = "tfds:fnst_coco_images/2014"  # or folder:PATH, synthetic:N (docs/data.md)
     config.data.sample = 1.0  # fraction of the training images to use (deterministic by seed)
     config.data.train_split = "train"  # TFDS split for training
     config.data.validation_split = "validation"  # TFDS split; "" = hold out a fraction instead
@@ -85,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.style_multipliers = ()
     # Video work: penalise output changes under small input changes (noise, sub-pixel shifts
     # and zooms; fnst_jax/stability.py). 0 = off (the paper's objective exactly); 1.0 is the
-    # documented strength for video (README, *Stable video*). Costs one more network pass.
+    # documented strength for video (docs/video.md). Costs one more network pass.
     config.loss.stability_weight = 0.0
 
     config.train = ml_collections.ConfigDict()
@@ -109,4 +109,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample_every = 1000
     config.eval_every = 1000
     config.num_validation_images = 8
+    # Validation also scores the held-out images where users look: cropped square at this
+    # size (px), stylized as stylize.py would (stroke scale auto), logged as at512/...;
+    # None: off. Costs one more network pass at that size per validation.
+    config.validation_size = 512
     return config

@@ -9,7 +9,7 @@ first layers are the same); style image with its longest side at 256 px (the aut
 default), so its shorter side at 256 px for a square style; 40 px reflection padding; style
 weight 5 (the authors' code: content 1, style 5).
 
-How configs/default.py differs, and why (README, *Training recipe*): it keeps the Gatys layers
+How configs/default.py differs, and why (docs/experiments/recipe.md): it keeps the Gatys layers
 relu1_1..relu5_1, trains at lr 2e-3 with style weight 5 of the auto-balanced terms, and ties
 the padding to train.image_size. Loss weights do not carry over exactly
 between VGG conventions (Caffe VGG-16 there, torchvision VGG19 here): both configs balance the

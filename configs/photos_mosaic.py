@@ -6,7 +6,7 @@
 conv1_1..conv3_4 weights (Keras release, caffe preprocessing), mosaic.jpg, 128 px crops,
 batch 4, 400 steps. The deeper VGG layers are not in that file, so style layers stop at
 relu3_1. Everything else is default.py's recipe at 128 px (lr 2e-3, style weight 5, the style
-at 256 px, and by its rule a 20 px pad). See README for timings and figures.
+at 256 px, and by its rule a 20 px pad). Timings and figures: docs/experiments/quickstart.md.
 """
 
 import ml_collections

@@ -13,7 +13,7 @@ closer to where training ends than the identity rows of a fresh norm). With
 the base styles' outputs stay bit-identical and one style costs 3,200 parameters (the scale
 and shift of 15 norms, 1,600 channels in all; 12.8 kB in float32). Without it every
 parameter trains, and the base styles drift. Give norm-only training a larger learning rate
-than a full run (README, "Many styles in one model": starry-night added to a 3-style model
+than a full run (docs/experiments/multistyle.md: starry-night added to a 3-style model
 reached 1.40x its single-style model's validation style loss in 50 steps at lr 1e-2, and was
 still at 2.48x at the quick start's 2e-3).
 """

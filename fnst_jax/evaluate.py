@@ -11,6 +11,15 @@ before it is scored (training scores it unclipped: the two agree while it stays 
     python -m fnst_jax.evaluate --model workdir/model.npz --images photos/ --json eval.json
     python -m fnst_jax.evaluate --model workdir/best.npz ...    (the best validated model)
     python -m fnst_jax.evaluate --model four/model.npz --model-style all ...  (each style)
+    python -m fnst_jax.evaluate --model M --images photos/ --longest-side 256 ...  (at 256 px)
+
+By default each image is scored at its own size, stylized as `stylize.py` writes it with its
+default flags (stroke scale "auto": the network at the model's native size, the result
+upsampled; `fnst_jax.stroke`), and the quality figures are reported at the full size and as
+people look at it: output and photo shown at a longest side of 256 and of 512 px
+(`evaluation.VIEW_SIZES`). `--longest-side N` scores the whole image at N px, `--image-size N`
+training's validation view (centre crop); with either, the network runs at that size
+(`--stroke-scale 1`) unless --stroke-scale says otherwise.
 
 prints a table (per image and mean: weighted content, style and TV loss, their total, the
 quality figures that no loss weight enters (`fnst_jax.quality`: style reduction, content
@@ -45,9 +54,16 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from fnst_jax import cli, evaluate_video, files, gatys, image_io
+from fnst_jax import cli, evaluate_video, files, gatys, image_io, stroke
 from fnst_jax.errors import UsageError
-from fnst_jax.evaluation import Evaluator, SetupError, model_styles, prepare_image, setup
+from fnst_jax.evaluation import (
+    Evaluator,
+    SetupError,
+    model_styles,
+    prepare_image,
+    setup,
+    view_figures,
+)
 from fnst_jax.evaluation_report import (
     format_header,
     format_row,
@@ -180,7 +196,23 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         lower_bound=1,
         **fv,
     )
-    flags.DEFINE_boolean("full-size", False, "evaluate images at their size", **fv)
+    flags.DEFINE_boolean(
+        "full-size", False, "evaluate images at their own size (the default)", **fv
+    )
+    flags.DEFINE_string(
+        "stroke-scale",
+        None,
+        "as stylize.py's (fnst_jax.stroke); default 'auto' at the images' own size, 1 with "
+        "--longest-side or --image-size",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "upsampler",
+        stroke.DEFAULT_UPSAMPLER,
+        list(stroke.UPSAMPLERS),
+        "as stylize.py's: how a result stylized below the image's size is brought to it",
+        **fv,
+    )
     flags.DEFINE_string(
         "baseline-iterations",
         ",".join(map(str, DEFAULT_BASELINE_ITERATIONS)),
@@ -229,7 +261,11 @@ def _evaluate_image(
     image = prepare_image(rgb, report["image_size"], report["longest_side"])
     gatys.check_image_size(path, image, evaluator.spec)
     batch = jnp.asarray(image, jnp.float32)[None]
-    stylized, (result,) = evaluator.evaluate(batch)
+    output, seconds = evaluator.stylize_at(image, evaluator.stroke_setting)
+    (result,) = evaluator.score(batch, jnp.asarray(output)[None])
+    result["seconds"] = seconds
+    if evaluator.quality_targets is not None:
+        result["views"] = view_figures(evaluator.quality_targets, image, output)
     baseline: dict[str, float] = {}
     if iterations:
         _, records = gatys.optimize(
@@ -245,7 +281,7 @@ def _evaluate_image(
         baseline = {str(it): records[it]["total"] for it in iterations}
         result["baseline_seconds"] = records[iterations[-1]]["seconds"]
     result = {"path": str(path), "size": list(image.shape[:2]), **result, "baseline": baseline}
-    return result, (image, image_io.to_uint8(stylized[0]))
+    return result, (image, image_io.to_uint8(output))
 
 
 def _evaluate_style(
@@ -259,7 +295,8 @@ def _evaluate_style(
     """Every image in one style: the per-image results and {path: (input, stylized)}; the
     images that fail are added to `failures` (once, whichever style met them first)."""
     results, stylized = [], {}
-    print(format_header(iterations), flush=True)
+    views = report["view_sizes"] if evaluator.quality_targets is not None else ()
+    print(format_header(iterations, views), flush=True)
     for path in paths:
         try:
             result, grid_row = _evaluate_image(path, evaluator, report, iterations, flag)

@@ -10,7 +10,11 @@ the pixel range, as `stylize.py` writes it) and scores each image with
 (`evaluate_video`) sampled frames, and the benchmarks their runs.
 
 `prepare_image` is the view of an image that is scored: training's validation view (shorter
-side resized, centre square crop), the whole image at a given longest side, or as it is.
+side resized, centre square crop), the whole image at a given longest side, or as it is (the
+default: the image at its own size, stylized as `stylize.py` writes it, at the stroke scale's
+working size and upsampled, `Evaluator.stylize_at`). `view_figures` scores an output as
+people look at it: the quality figures with output and photo shown at a longest side of
+`VIEW_SIZES` (a thumbnail and a screen) as well as at full size.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from fnst_jax import export, gatys, image_io, model_file, quality, vgg_weights
+from fnst_jax import export, gatys, image_io, model_file, quality, stroke, vgg_weights
 from fnst_jax.errors import UserError
 from fnst_jax.losses import (
     LossSpec,
@@ -39,6 +43,10 @@ from fnst_jax.losses import (
 from fnst_jax.stylize import styles
 from fnst_jax.transformer_net import TransformerNet, single_style_model, stylize_padded
 from fnst_jax.vgg import VGG19
+
+# The viewing sizes (longest side, px) the quality figures are also reported at: a thumbnail
+# and a screen. An image smaller than one is viewed at its own size.
+VIEW_SIZES = (256, 512)
 
 # Report keys of the weighted loss terms of `perceptual_loss`.
 TERM_KEYS = {
@@ -65,6 +73,8 @@ class Evaluator:
         self.vgg, self.spec, self.pad = vgg, spec, pad
         # When given, each image's result also holds its quality figures (`fnst_jax.quality`).
         self.quality_targets = quality_targets
+        # How `stylize_at` sizes the network's input (`setup`: from the flags and model).
+        self.stroke_setting = stroke.Stroke()
         self.target_grams = dict(target_grams)
         graphdef, self._state = nnx.split(model)
 
@@ -99,6 +109,18 @@ class Evaluator:
         start = time.perf_counter()
         stylized = self._stylize(self._state, images).block_until_ready()
         return stylized, time.perf_counter() - start
+
+    def stylize_at(self, image: np.ndarray, scale: stroke.Stroke) -> tuple[np.ndarray, float]:
+        """One uint8 (H, W, 3) image stylized as stylize.py writes it at stroke scale
+        `scale`: the network at the working size, then upsampled to (H, W) -> (float32
+        (H, W, 3) on the 0..255 scale, steady-state seconds of the network). At the output
+        size the result is the network's own, unrounded."""
+        working = scale.prepare(image)
+        stylized, seconds = self.stylize(jnp.asarray(working, jnp.float32)[None])
+        if working.shape == image.shape:
+            return np.asarray(stylized[0]), seconds
+        output = scale.finish(image_io.to_uint8(np.asarray(stylized[0])), image)
+        return output.astype(np.float32), seconds
 
     def score(self, images: jax.Array, stylized: jax.Array) -> list[dict[str, float]]:
         """The weighted loss terms of each image on its own (as a batch of one), and its
@@ -157,6 +179,22 @@ def prepare_image(
     return resize_and_crop(Image.fromarray(image), image_size)
 
 
+def view_figures(
+    targets: quality.StyleTargets, image: np.ndarray, output: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """The quality figures of one output as people look at it: photo and output resized
+    (Lanczos) to a longest side of each of `VIEW_SIZES` (at most the image's own) ->
+    {str(view size): figures}."""
+    longest = max(image.shape[:2])
+    views = {}
+    for size in VIEW_SIZES:
+        shown = min(size, longest)
+        photo = image_io.resize_longest_side(np.asarray(image, np.uint8), shown)
+        stylized = image_io.resize_longest_side(image_io.to_uint8(output), shown)
+        views[str(size)] = quality.measure(targets, photo[None], stylized[None])[0]
+    return views
+
+
 class SetupError(UserError):
     """Anything that stops the whole evaluation (exit status 2)."""
 
@@ -211,11 +249,16 @@ def setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator, 
         hint = "" if flag["style"] else " (the model's style image; pass --style to use another)"
         raise SetupError(f"{e}{hint}") from None
     longest_side = flag["longest-side"]
-    image_size = (
-        None
-        if flag["full-size"] or longest_side
-        else (flag["image-size"] or int(meta["image_size"]))
-    )
+    image_size = flag["image-size"]
+    # At the images' own size, as stylize.py writes them (stroke scale auto); at a given
+    # size, the network runs at that size unless --stroke-scale says otherwise.
+    own_size = not (image_size or longest_side)
+    given = flag["stroke-scale"]
+    try:
+        scale = stroke.parse_scale(given if given is not None else stroke.AUTO if own_size else 1)
+    except stroke.StrokeScaleError as e:
+        raise SetupError(f"--stroke-scale: {e}") from None
+    stroke_setting = stroke.Stroke(scale, stroke.native_size(meta), flag["upsampler"])
     report = {
         "model": str(flag["model"]),
         "model_style": meta.get("model_style"),
@@ -223,6 +266,10 @@ def setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator, 
         "style_size": style_size,
         "image_size": image_size,
         "longest_side": longest_side,
+        "stroke_scale": "auto" if scale is None else scale,
+        "native_size": stroke_setting.native,
+        "upsampler": stroke_setting.upsampler,
+        "view_sizes": list(VIEW_SIZES),
         "loss": dataclasses.asdict(spec),
         "vgg": {"weights": weights, "preprocessing": vgg.preprocessing},
         "pad": int(meta["pad"]),
@@ -237,6 +284,7 @@ def setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator, 
         },
     }
     evaluator = Evaluator(model, vgg, spec, target_grams, int(meta["pad"]), quality_targets)
+    evaluator.stroke_setting = stroke_setting
     return evaluator, report
 
 

@@ -26,10 +26,13 @@ QUALITY_COLUMNS = {
     "lum_ratio": "luminance_ratio",
     "contr_ratio": "contrast_ratio",
 }
+# The figures shown per viewing size (`evaluation.VIEW_SIZES`): header suffix -> report key.
+VIEW_COLUMNS = {"style": "style_reduction", "content": "content_change"}
 QUALITY_LEGEND = (
     "style_red: style reduction (higher = more stylized; 1 = the photo); content_chg: "
     "content change (0 = the photo); lum_ratio, contr_ratio: the output's mean and std of "
-    "luma over the photo's (fnst_jax.quality)"
+    "luma over the photo's (fnst_jax.quality); style@N, content@N: the same figures with "
+    "output and photo viewed at a longest side of N px"
 )
 
 
@@ -88,6 +91,14 @@ def summarize(results: Sequence[Mapping[str, Any]], iterations: Sequence[int]) -
     for key in quality.KEYS:  # the quality figures: the means of the per-image figures
         if all(key in r for r in results):
             summary[key] = float(np.mean([r[key] for r in results]))
+    if all("views" in r for r in results):
+        summary["views"] = {
+            size: {
+                key: float(np.mean([r["views"][size][key] for r in results]))
+                for key in quality.KEYS
+            }
+            for size in results[0]["views"]
+        }
     summary["seconds_per_image"] = float(np.mean([r["seconds"] for r in results]))
     baseline = {it: float(np.mean([r["baseline"][str(it)] for r in results])) for it in iterations}
     summary["baseline"] = {str(it): loss for it, loss in baseline.items()}
@@ -105,14 +116,18 @@ def summarize(results: Sequence[Mapping[str, Any]], iterations: Sequence[int]) -
 def format_row(name: str, r: Mapping[str, Any], iterations: Sequence[int]) -> str:
     cells = [f"{r[key]:11.4g}" for key in TERM_KEYS.values()]
     cells += [f"{r.get(key, float('nan')):11.4g}" for key in QUALITY_COLUMNS.values()]
+    for figures in r.get("views", {}).values():
+        cells += [f"{figures[key]:11.4g}" for key in VIEW_COLUMNS.values()]
     cells.append(f"{r['seconds']:9.4f}")
     cells += [f"{r['baseline'][str(it)]:11.4g}" for it in iterations]
     name = name if len(name) <= 28 else "..." + name[-25:]
     return f"{name:28s} " + " ".join(cells)
 
 
-def format_header(iterations: Sequence[int]) -> str:
+def format_header(iterations: Sequence[int], view_sizes: Sequence[int] = ()) -> str:
+    """The table's header; `view_sizes`: the viewing sizes each row reports."""
     names = ["content", "style", "tv", "total", *QUALITY_COLUMNS]
+    names += [f"{column}@{size}" for size in view_sizes for column in VIEW_COLUMNS]
     cells = [f"{n:>11s}" for n in names] + [f"{'seconds':>9s}"]
     cells += [f"{'opt@' + str(it):>11s}" for it in iterations]
     return f"{'image':28s} " + " ".join(cells)

@@ -286,10 +286,15 @@ _RGB_TO_YCBCR = np.array(
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR).astype(np.float32)
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """uint8 or float RGB (..., 3) on the 0..255 scale -> its BT.601 luma Y', float32."""
+    return rgb.astype(np.float32) @ _RGB_TO_YCBCR[0]
+
+
 def transfer_luminance(stylized: np.ndarray, original: np.ndarray) -> np.ndarray:
     """Stylized luminance (Y) with the original's chroma (Cb, Cr): keeps the input colours.
     Float in, float out (0..255 scale); round with `to_uint8`."""
-    y = stylized.astype(np.float32) @ _RGB_TO_YCBCR[0]
+    y = luma(stylized)
     chroma = original.astype(np.float32) @ _RGB_TO_YCBCR[1:].T
     ycbcr = np.concatenate([y[..., None], chroma], axis=-1)
     return ycbcr @ _YCBCR_TO_RGB.T

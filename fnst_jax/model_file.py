@@ -10,6 +10,10 @@ The metadata training records (`export.model_metadata`):
   pad                the reflection pad (px) the model was trained with
   image_size         the training crop size (px)
   style_image        absolute path of the style image; style_size: its resize (shorter side)
+  native_size        the style images' mean longest side as trained (px): the image size at
+                     which the model paints the style in the style's own proportions, what
+                     the stroke scale "auto" runs the network at (`fnst_jax.stroke`).
+                     Optional: models exported before it existed have none.
   style_thumbnail    the style image as a base64-encoded JPEG whose longest side is at most
                      `THUMBNAIL_SIZE` px (for a page to show; `style_thumbnail_jpeg` decodes
                      it). Optional: models exported before it existed have none.

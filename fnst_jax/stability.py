@@ -18,7 +18,7 @@ other weights: 1.0 makes the term, for an output that moves exactly as much as i
 (the identity network), `YARDSTICK_RATIO` times the content loss of the first batch
 (`yardstick`). A network trained without the term moves its output far more than the
 perturbation moves its input, so the term weighs most on an unstable network. The
-ratio was set from two quick-start runs (README, *Stable video*): 0.01 held style back too
+ratio was set from two quick-start runs (docs/experiments/stable_video.md): 0.01 held style back too
 much (1.34x the baseline's validation style loss at step 150); 0.004 is what 1.0 means now.
 """
 

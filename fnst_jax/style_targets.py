@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from jax.typing import DTypeLike
 
-from fnst_jax import image_io, model_file, quality
+from fnst_jax import image_io, model_file, quality, stroke
 from fnst_jax.losses import LossSpec, style_grams
 from fnst_jax.train_step import TrainingError
 from fnst_jax.vgg import VGG19
@@ -88,6 +88,12 @@ class Styles:
             }
             for name, path, rgb in zip(self.names, self.paths, self.pixels, strict=True)
         ]
+
+    def native_size(self, style_size: int | None) -> int:
+        """The native size of a model trained on these styles at `style_size` (the stroke
+        scale's "auto", `stroke.style_native_size`)."""
+        sizes = [(rgb.shape[1], rgb.shape[0]) for rgb in self.pixels]
+        return stroke.style_native_size(sizes, style_size)
 
     def target_grams(
         self, vgg: VGG19, *, style_size: int, spec: LossSpec, dtype: DTypeLike

@@ -33,7 +33,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.typing import DTypeLike
 
-from fnst_jax import checkpoint, data
+from fnst_jax import checkpoint, data, quality
 from fnst_jax.base_model import BaseModel
 from fnst_jax.loss_weights import auto_balance, loss_spec_from_config, weights_of
 from fnst_jax.losses import LossSpec
@@ -53,7 +53,7 @@ from fnst_jax.train_step import (
     make_eval_fn,
     make_optimizer,
 )
-from fnst_jax.validation import Validation, prepare_validation
+from fnst_jax.validation import SizedView, Validation, prepare_validation
 from fnst_jax.vgg import VGG19
 from fnst_jax.vgg_weights import load_vgg
 
@@ -185,10 +185,19 @@ def _set_up(
             target_grams=target_grams,
             quality_grams=styles.quality_grams(vgg, image_size=config.train.image_size),
             names=styles.names,
+            sized=_sized_view(config, vgg, styles),
         ),
         checkpointer=checkpointer,
         monitor=monitor,
     )
+
+
+def _sized_view(config: ml_collections.ConfigDict, vgg: VGG19, styles: Styles) -> SizedView | None:
+    """Validation at `config.validation_size` (None: off, or without quality figures)."""
+    if not config.validation_size or not quality.has_layers(vgg):
+        return None
+    grams = styles.quality_grams(vgg, image_size=config.validation_size)
+    return SizedView.prepare(config, styles.native_size(config.style_size), grams)
 
 
 def _check_config(config: ml_collections.ConfigDict) -> DTypeLike:

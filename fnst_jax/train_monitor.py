@@ -154,6 +154,13 @@ class Monitor:
                 f", style reduction {metrics['style_reduction']:.3g}x, content change "
                 f"{metrics['content_change']:.3g}"
             )
+        for key in metrics:
+            if key.startswith("at") and key.endswith("/style_reduction"):
+                at = key.removesuffix("/style_reduction")
+                message += (
+                    f"; at {at[2:]} px: style reduction {metrics[key]:.3g}x, content change "
+                    f"{metrics[f'{at}/content_change']:.3g}"
+                )
         if best_step == step:
             message += " (best so far: best.npz)"
         if self._bar is not None:

@@ -4,7 +4,10 @@ a model on it gives (`Validation`: loss terms, quality figures, the stylized ima
 
 Scored as `evaluate` scores: the output clipped to pixels (`train_step.make_eval_fn`), the
 stability term's perturbations fixed, the quality figures (`fnst_jax.quality`) against each
-style image at the validation size.
+style image at the validation size. With `config.validation_size` the quality figures are
+also taken where users look (`SizedView`): the same held-out images cropped at that size,
+stylized as stylize.py would (stroke scale auto: the network at the model's native size,
+then upsampled; `fnst_jax.stroke`), logged as `at{size}/style_reduction` and so on.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from fnst_jax import data, image_io, quality
+from fnst_jax import data, image_io, quality, stroke
 from fnst_jax.files import write_text_atomic
 from fnst_jax.train_step import EvalFn, Params
 from fnst_jax.vgg import VGG19
@@ -72,6 +75,46 @@ def _validation_paths(
     return paths
 
 
+# The figures a `SizedView` logs, each as f"at{size}/{key}".
+SIZED_KEYS = ("style_reduction", "content_change", "luminance_ratio", "contrast_ratio")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SizedView:
+    """The validation images at the size users stylize at: `photos` (B, size, size, 3),
+    the network's input `working` (at the stroke scale's working size, `setting`), and each
+    style's quality Grams at that size."""
+
+    size: int
+    photos: np.ndarray
+    working: np.ndarray
+    setting: stroke.Stroke
+    grams: list[dict[str, jax.Array]]
+
+    @classmethod
+    def prepare(
+        cls, config: ml_collections.ConfigDict, native_size: int, grams: list[dict[str, jax.Array]]
+    ) -> SizedView:
+        size = int(config.validation_size)
+        photos = data.load_validation_images(
+            config.data, image_size=size, count=config.num_validation_images, seed=config.train.seed
+        )
+        setting = stroke.Stroke(None, native_size)
+        working = np.stack([setting.prepare(photo) for photo in photos])
+        return cls(size=size, photos=photos, working=working, setting=setting, grams=grams)
+
+    def figures(self, stylized: jax.Array, vgg: VGG19, style: int) -> dict[str, float]:
+        """The `SIZED_KEYS` figures of the network's outputs on `working`, upsampled."""
+        outputs = np.stack(
+            [
+                self.setting.finish(image_io.to_uint8(np.asarray(output)), photo)
+                for output, photo in zip(stylized, self.photos, strict=True)
+            ]
+        )
+        means = quality.mean_figures(vgg, self.photos, outputs, self.grams[style])
+        return {f"at{self.size}/{key}": means[key] for key in SIZED_KEYS}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Validation:
     """The fixed validation batch scored with given parameters -> (figures, stylized).
@@ -88,11 +131,16 @@ class Validation:
     target_grams: dict[str, jax.Array]
     quality_grams: list[dict[str, jax.Array]] | None  # per trained style; None: no figures
     names: list[str]  # of the trained styles
+    sized: SizedView | None = None  # the figures at the size users stylize at, if any
 
     def _one(self, params: Params, style: int) -> tuple[dict[str, float], jax.Array]:
         terms, stylized = self.evaluate(params, self.images, self.vgg, self.target_grams, style)
         grams = None if self.quality_grams is None else self.quality_grams[style]
-        return figures(terms, self.images, stylized, self.vgg, grams), stylized
+        logged = figures(terms, self.images, stylized, self.vgg, grams)
+        if self.sized is not None:
+            _, large = self.evaluate(params, self.sized.working, self.vgg, self.target_grams, style)
+            logged.update(self.sized.figures(large, self.vgg, style))
+        return logged, stylized
 
     def __call__(self, params: Params) -> tuple[dict[str, float], np.ndarray]:
         if len(self.names) == 1:

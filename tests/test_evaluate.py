@@ -20,11 +20,14 @@ from fnst_jax import (
     evaluation,
     evaluation_report,
     export,
+    image_io,
     losses,
     quality,
+    stroke,
     train_step,
     vgg_weights,
 )
+from fnst_jax import model_file as model_file_module
 from fnst_jax.losses import LossSpec, content_targets, perceptual_loss, style_grams
 from fnst_jax.transformer_net import TransformerNet, stylize_padded
 
@@ -221,7 +224,7 @@ def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys)
     argv = [
         "evaluate", "--model", str(model_file.parent),
         "--images", str(photos), str(tmp_path / "gone.png"),
-        "--baseline-iterations", "4,2", "--json", str(report),
+        "--baseline-iterations", "4,2", "--json", str(report), "--image-size", str(SIZE),
     ]  # fmt: skip
     assert evaluate.main(argv) == 1  # two bad inputs, the others evaluated
     assert asked == [("random", "torch")]
@@ -293,12 +296,13 @@ def test_cli_report(model_file, small_vgg, model, tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.slow
-def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeypatch, capsys):
+def test_cli_own_size_without_baseline(model_file, small_vgg, tmp_path, monkeypatch, capsys):
+    """The default: each image at its own size (a model without a native size runs at it)."""
     monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: small_vgg)
     Image.fromarray(_image(5, 36, 44)).save(tmp_path / "c.png")
     report = tmp_path / "full.json"
     argv = [
-        "evaluate", "--model", str(model_file), "--images", str(tmp_path / "c.png"), "--full-size",
+        "evaluate", "--model", str(model_file), "--images", str(tmp_path / "c.png"),
         "--baseline-iterations", "none", "--json", str(report), "--no-grid",
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
@@ -312,12 +316,20 @@ def test_cli_full_size_without_baseline(model_file, small_vgg, tmp_path, monkeyp
     assert not (tmp_path / "full_grid.png").exists()
     # At full size the style image is taken at the image's own longest side (44 px).
     assert document["images"][0]["style_reduction"] == summary["style_reduction"]
+    assert document["stroke_scale"] == "auto" and document["native_size"] is None
+    # Both views of a 44 px image are the image itself: the full-size figures, of the
+    # written (rounded) pixels.
+    for view in ("256", "512"):
+        assert summary["views"][view]["style_reduction"] == pytest.approx(
+            summary["style_reduction"], rel=1e-2
+        )
+    assert "style@256" in capsys.readouterr().out
     evaluator, _ = evaluation.setup(  # the same setup main runs, to reach its style targets
         {
             "model": str(model_file), "style-layers": None, "vgg-weights": None,
-            "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": True,
+            "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": False,
             "image-size": None, "longest-side": None, "baseline-optimizer": "lbfgs",
-            "baseline-init": "content",
+            "baseline-init": "content", "stroke-scale": None, "upsampler": "bicubic",
         },
         None,
     )  # fmt: skip
@@ -374,3 +386,42 @@ def test_cli_bad_model(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and reason in err, err
         assert str(model_path) in err
+
+
+def test_cli_own_size_runs_at_the_native_size_and_longest_side_does_not(
+    model_file, small_vgg, tmp_path, monkeypatch
+):
+    """A model with a native size is scored as stylize.py writes it (stroke scale auto: the
+    network at the native size, then upsampled); --longest-side keeps the network at the
+    scored size."""
+    monkeypatch.setattr(vgg_weights, "load_vgg", lambda w, p=None: small_vgg)
+    arrays, meta = model_file_module.read_model(model_file)
+    native = model_file_module.write_model(
+        tmp_path / "native.npz", arrays, {**meta, "native_size": 22}
+    )
+    photo = _image(5, 36, 44)
+    Image.fromarray(photo).save(tmp_path / "c.png")
+    common = ["--model", str(native), "--images", str(tmp_path / "c.png"),
+              "--baseline-iterations", "none", "--no-grid"]  # fmt: skip
+    assert evaluate.main(["evaluate", *common, "--json", str(tmp_path / "own.json")]) == 0
+    own = json.loads((tmp_path / "own.json").read_text())
+    assert own["images"][0]["size"] == [36, 44]
+    assert own["native_size"] == 22 and own["stroke_scale"] == "auto"
+    flags_dict = {
+        "model": str(native), "style-layers": None, "vgg-weights": None,
+        "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": False,
+        "image-size": None, "longest-side": None, "baseline-optimizer": "lbfgs",
+        "baseline-init": "content", "stroke-scale": None, "upsampler": "bicubic",
+    }  # fmt: skip
+    evaluator, _ = evaluation.setup(flags_dict, None)
+    working = image_io.resize(photo, (22, 18))
+    stylized, _ = evaluator.stylize(jnp.asarray(working, jnp.float32)[None])
+    output = stroke.Stroke(2.0).finish(image_io.to_uint8(np.asarray(stylized[0])), photo)
+    (expected,) = quality.measure(evaluator.quality_targets, photo[None], output[None])
+    assert own["images"][0]["style_reduction"] == pytest.approx(expected["style_reduction"])
+
+    longest = ["evaluate", *common, "--longest-side", "44", "--json", str(tmp_path / "l.json")]
+    assert evaluate.main(longest) == 0
+    at_44 = json.loads((tmp_path / "l.json").read_text())
+    assert at_44["stroke_scale"] == 1.0 and at_44["images"][0]["size"] == [36, 44]
+    assert at_44["images"][0]["style_reduction"] != own["images"][0]["style_reduction"]

@@ -169,6 +169,7 @@ def test_health_models_thumbnail_and_docs(app):
         "loss_layers": {"style": ["relu1_1", "relu2_1"], "content": "relu2_2"},
         "dtype": "float32",
         "image_size": 64,
+        "native_size": None,
         "styles": [],
     }
     assert models["candy"]["thumbnail_url"] is None and models["candy"]["style"] is None

@@ -21,6 +21,15 @@ the JAX model after rounding (the exporter's check, `verify`); WebAssembly's onn
 rounds float16 differently from Python's by at most another level (measured: 1/255 at
 most, on about 5% of the values, both untiled and tiled).
 
+A model with a native size at stroke size "auto" (the network at 32x24 for a 64x48 photo,
+then enlarged) is compared with `stylize.py --stroke-scale auto`'s file by the mean
+difference, bound 6/255: both the working image (Chromium's "high" resize, Pillow's
+Lanczos) and the upsampler (canvas drawImage at imageSmoothingQuality "high", Pillow's
+bicubic) differ by design. Measured with Debian's Chromium: mean 3.5/255 (max 19, 99th
+percentile 11). Of that, the upsampler alone is 0.8/255 (max 4: Chromium enlarging
+stylize.py's own 32x24 result); the rest is the working image (2.3/255 apart on the input),
+which the random test network amplifies.
+
 Skips when Chromium, Playwright or the browser runtime (web/node_modules: `npm ci` in
 web/) is missing.
 """
@@ -45,6 +54,7 @@ from stylize_helpers import (
     save,
     save_multi_style_test_model,
 )
+from stylize_helpers import run as run_stylize_py
 from test_serve import assert_error, call, running_service, save_served_models
 from test_serve_browser import CHROMIUM_ARGS, chromium_path, free_port
 
@@ -55,6 +65,7 @@ from fnst_jax.stylize import loading
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 MAX_LEVEL_DIFFERENCE = 2  # see the module docstring
+MAX_MEAN_UPSAMPLED_DIFFERENCE = 6  # mean over values, levels of 255: the module docstring
 RESULT_LOADED = "#result[data-loaded=true]"
 MESSAGE_SHOWN = "#message:not([hidden])"
 TIMEOUT_MS = 120_000  # a bound for each browser step; they take seconds
@@ -81,10 +92,16 @@ def browser_parts():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """candy.npz (one style) and duo.npz (two styles, dots and waves)."""
+    """candy.npz (one style), duo.npz (two styles, dots and waves) and painted.npz (one
+    style, with a native size of 32 px: the stroke scale's "auto" runs it at 32 px)."""
     folder = tmp_path_factory.mktemp("models")
     export.save_model(folder / "candy.npz", make_test_model(), {"pad": TEST_PAD, "image_size": 64})
     save_multi_style_test_model(folder / "duo.npz")
+    export.save_model(
+        folder / "painted.npz",
+        make_test_model(2),
+        {"pad": TEST_PAD, "image_size": 64, "native_size": 32},
+    )
     return folder
 
 
@@ -165,6 +182,23 @@ def assert_close(got: np.ndarray, expected: np.ndarray) -> None:
     assert got.shape == expected.shape
     difference = np.abs(got.astype(int) - expected.astype(int))
     assert difference.max() <= MAX_LEVEL_DIFFERENCE, (difference.max(), (difference > 0).mean())
+
+
+NATIVE_SIZES = """async (name) => {
+    const { OnnxFile } = await import("/static/onnx_file.js");
+    const entry = (await (await fetch("/v1/models")).json()).find((m) => m.name === name);
+    const bytes = new Uint8Array(await (await fetch(entry.onnx.url)).arrayBuffer());
+    return { file: new OnnxFile(bytes).nativeSize, listing: entry.native_size };
+}"""
+
+
+def assert_upsampled_close(got: np.ndarray, expected: np.ndarray) -> None:
+    """A result stylized below the output size and enlarged by the browser's canvas
+    (imageSmoothingQuality "high") against stylize.py's (Pillow's bicubic), from working
+    images resized differently too (see the module docstring)."""
+    assert got.shape == expected.shape
+    difference = np.abs(got.astype(int) - expected.astype(int))
+    assert difference.mean() <= MAX_MEAN_UPSAMPLED_DIFFERENCE, difference.mean()
 
 
 def open_page(browser, url: str):
@@ -318,7 +352,9 @@ def test_webgpu_runs_a_float32_site(browser_parts, models, static_site, tmp_path
 @pytest.mark.slow
 def test_service_page_runs_on_the_device_and_falls_back(browser_parts, models, tmp_path):
     """The service's page, ?run=device: its CSP allows WebAssembly, the model comes from
-    GET /v1/models/candy/onnx; a TIFF goes to the server, with the reason."""
+    GET /v1/models/candy/onnx; a model with a native size runs at it (stroke size auto,
+    the default) and is enlarged to the output size; a TIFF goes to the server (with the
+    stroke size), with the reason."""
     import uvicorn
 
     from fnst_jax.serve.app import create_app
@@ -329,9 +365,11 @@ def test_service_page_runs_on_the_device_and_falls_back(browser_parts, models, t
     photo = save(tmp_path / "photo.png", natural_image(27, 41, seed=5))
     tiff = save(tmp_path / "photo.tif", natural_image(27, 41, seed=5))
     expected = loading.load_stylizer(models / "candy.npz").stylize(np.asarray(Image.open(photo)))
-    service = Service(
-        load_models([models / "candy.npz"], max_batch=1), Settings(warm_sizes=(), max_batch=1)
-    )
+    painted = save(tmp_path / "painted.png", natural_image(48, 64, seed=9))
+    assert run_stylize_py(models / "painted.npz", tmp_path / "auto.png", painted) == 0
+    expected_auto = np.asarray(Image.open(tmp_path / "auto.png"))  # network at 32x24
+    served = load_models([models / "candy.npz", models / "painted.npz"], max_batch=1)
+    service = Service(served, Settings(warm_sizes=(), max_batch=1))
     port = free_port()
     config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
@@ -354,8 +392,18 @@ def test_service_page_runs_on_the_device_and_falls_back(browser_parts, models, t
                 # COOP/COEP: cross-origin isolated, so WebAssembly may use several threads.
                 assert page.evaluate("crossOriginIsolated") is True
 
+                # The native size the page runs "auto" at is the ONNX file's own property
+                # (a static site, with no listing from a server, has only the file).
+                native = page.evaluate(NATIVE_SIZES, "painted")
+                assert native == {"file": 32, "listing": 32}
+                stylize_photo(page, painted, model="painted")
+                assert " ms at 32x24 · on this device" in page.inner_text("#timing")
+                assert_upsampled_close(result_pixels(page), expected_auto)
+
                 page.set_input_files("#file", str(tiff))  # browsers cannot decode TIFF
-                page.click("#stylize")
+                with page.expect_request("**/v1/stylize?*") as request:
+                    page.click("#stylize")
+                assert "stroke_scale=auto" in request.value.url
                 page.wait_for_selector(RESULT_LOADED, timeout=TIMEOUT_MS)
                 assert "Ran on the server instead" in page.inner_text("#message")
                 assert "batch of 1" in page.inner_text("#timing")

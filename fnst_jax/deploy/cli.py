@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from absl import flags
 
 from fnst_jax import cli as convention
-from fnst_jax import deploy, export, model_file
+from fnst_jax import deploy, export, model_file, stroke
 from fnst_jax.deploy import DEFAULT_OPSET, MIN_OPSET, verify
 from fnst_jax.errors import UsageError, UserError
 from fnst_jax.files import write_atomic
@@ -165,6 +165,9 @@ def model_properties(model_path: Path, metadata: dict[str, Any], pad: int) -> di
     }
     if "step" in metadata:
         properties["training_step"] = str(metadata["step"])
+    native = stroke.native_size(metadata)
+    if native is not None:  # the stroke scale's "auto" (fnst_jax.stroke)
+        properties[stroke.NATIVE_SIZE_KEY] = str(native)
     return properties
 
 

@@ -22,7 +22,8 @@ has no tiling functions.
 Measured (random test model with outputs spanning 0..255, and the 400-step quick-start model
 trained on the real photos, sizes as above): float32 ONNX and StableHLO differ from the JAX
 forward by at most 0.001 on the 0..255 scale, tiled float32 ONNX by 0.0005, float16 ONNX by
-up to 0.37 (one level after rounding on about 5% of the values; README, Export).
+up to 0.37 (one level after rounding on about 5% of the values;
+docs/experiments/export_accuracy.md).
 """
 
 from __future__ import annotations

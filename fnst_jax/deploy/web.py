@@ -67,7 +67,18 @@ RUNTIME_FILES = (
 )
 RUNTIME_CONTENT_TYPES = {".mjs": "text/javascript", ".wasm": "application/wasm"}
 PAGE_DIR = Path(__file__).resolve().parents[1] / "serve" / "static"
-PAGE_FILES = ("app.js", "device.js", "onnx_file.js", "pixels.js", "tiling.js", "style.css")
+PAGE_FILES = (
+    "app.js",
+    "camera.js",
+    "device.js",
+    "on_device.js",
+    "onnx_file.js",
+    "page.js",
+    "pixels.js",
+    "stroke.js",
+    "tiling.js",
+    "style.css",
+)
 # The page reads its models from the service unless this tag names a site's model list.
 SITE_META = '<meta name="fnst-site" content="">'
 SITE_FILE = "site.json"

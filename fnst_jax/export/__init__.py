@@ -29,7 +29,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from PIL import Image
 
+from fnst_jax import stroke
 from fnst_jax.losses import LossSpec
 from fnst_jax.model_file import (
     MODEL_FILENAME,
@@ -83,12 +85,30 @@ def model_metadata(
         "step": int(step),
         "config": json.loads(json.dumps(config.to_dict(), default=str)),
     }
+    native = _native_size(
+        [entry["image"] for entry in styles] if styles else [style_image], config.style_size
+    )
+    if native is not None:
+        metadata[stroke.NATIVE_SIZE_KEY] = native
     if styles:
         metadata["styles"] = [dict(style) for style in styles]
         metadata[STYLE_THUMBNAIL_KEY] = first["thumbnail"]
     if validation is not None:
         metadata["validation"] = {key: float(value) for key, value in validation.items()}
     return metadata
+
+
+def _native_size(style_paths: list[str], style_size: int | None) -> int | None:
+    """The model's native size (`stroke.NATIVE_SIZE_KEY`) from its style images' sizes;
+    None when none of the images can be read."""
+    sizes = []
+    for path in style_paths:
+        try:
+            with Image.open(path) as image:
+                sizes.append(image.size)
+        except (OSError, ValueError):
+            continue
+    return stroke.style_native_size(sizes, style_size) if sizes else None
 
 
 def export_model(

@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fnst_jax import stroke
 from fnst_jax.deploy import web
 from fnst_jax.errors import UserError
 from fnst_jax.serve import images
@@ -53,7 +54,13 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the response
-TIMING_HEADERS = ["X-Model", "X-Batch-Size", "X-Network-Time-Ms", "X-Queue-Time-Ms"]
+TIMING_HEADERS = [
+    "X-Model",
+    "X-Batch-Size",
+    "X-Network-Time-Ms",
+    "X-Queue-Time-Ms",
+    "X-Working-Size",
+]
 # The page loads nothing from elsewhere; the result and the webcam are blob: URLs. Running
 # on the device compiles the runtime's WebAssembly ('wasm-unsafe-eval': WebAssembly only,
 # not JavaScript's eval), and cross-origin isolation lets it use several threads.
@@ -178,8 +185,8 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {content_type: {} for content_type in images.CONTENT_TYPES.values()},
         "description": "The stylized image. X-Batch-Size: requests in its network call; "
-        "X-Network-Time-Ms: that call's time; Server-Timing: decode, queue, network, "
-        "encode.",
+        "X-Network-Time-Ms: that call's time; X-Working-Size: the WIDTHxHEIGHT the network "
+        "ran at (the stroke scale's); Server-Timing: decode, queue, network, encode.",
     },
     **{
         status: {"description": description}
@@ -292,11 +299,33 @@ def create_app(service: Service) -> FastAPI:
             "own, NAME:WEIGHT,NAME:WEIGHT (weights normalised to sum to 1; names as in the "
             "model's `styles`)",
         ),
+        stroke_scale: str = Query(
+            stroke.AUTO,
+            max_length=32,
+            description="Stroke size S: the network runs at the output size / S, so its "
+            "strokes are S times their trained size (1: at the output size). 'auto': at the "
+            "model's native size (`native_size` in /v1/models), strokes proportional to the "
+            "image; a model without one runs at S = 1",
+        ),
+        upsampler: Literal["bicubic", "guided"] = Query(
+            stroke.DEFAULT_UPSAMPLER,
+            description="How a result stylized below the output size is brought to it "
+            "(guided: a guided filter on the full-size photo, sharper photo edges)",
+        ),
     ) -> Response:
         arrived = time.monotonic()
         service.check_ready()
         _check_api_key(request, settings.api_key)
-        options = StylizeOptions(model, size, preserve_color, format, quality, mix)
+        options = StylizeOptions(
+            model,
+            size,
+            preserve_color,
+            format,
+            quality,
+            mix,
+            stroke_scale=_stroke_scale(stroke_scale),
+            upsampler=upsampler,
+        )
         service.style_mix(service.model(model), mix)  # 404 / 400 before the body is read
         body = await _read_body(request, settings.max_upload_bytes)
         reply = await service.stylize(
@@ -349,6 +378,14 @@ def _add_browser_routes(app: FastAPI, service: Service) -> None:
             media_type=web.RUNTIME_CONTENT_TYPES[Path(file_name).suffix],
             headers=BROWSER_FILE_HEADERS,
         )
+
+
+def _stroke_scale(text: str) -> float | None:
+    """`?stroke_scale=` parsed (None: auto); 422 naming the parameter otherwise."""
+    try:
+        return stroke.parse_scale(text)
+    except stroke.StrokeScaleError as e:
+        raise ServiceError(422, "invalid_parameter", f"stroke_scale: {e}") from None
 
 
 def _describe_with_browser_file(model: ServedModel) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import jax
 
-from fnst_jax import export, model_file, runtime
+from fnst_jax import export, model_file, runtime, stroke
 from fnst_jax.errors import UserError
 from fnst_jax.stylize.defaults import DEFAULT_MAX_PIXELS
 from fnst_jax.stylize.engine import Stylizer
@@ -61,6 +61,12 @@ class ServedModel:
     def pad(self) -> int:
         return self.stylizers[0].pad
 
+    @property
+    def native_size(self) -> int | None:
+        """The style's longest side as trained (px), which `stroke_scale=auto` runs the
+        network at; None when the model records none (auto then runs at the output size)."""
+        return self.stylizers[0].native_size
+
     def describe(self) -> dict[str, Any]:
         """The JSON entry of `GET /v1/models`."""
         loss = self.metadata.get("loss") or {}
@@ -80,6 +86,7 @@ class ServedModel:
             },
             "dtype": self.dtype,
             "image_size": self.metadata.get("image_size"),
+            "native_size": self.native_size,
             "styles": styles,
         }
 
@@ -184,6 +191,7 @@ def load_models(
                     style=style,
                 )
                 stylizer.style_names = model_file.style_names(metadata, network.num_styles)
+                stylizer.native_size = stroke.native_size(metadata)  # as from_model_file
                 if device is not None:
                     # Committed parameters make every call of this Stylizer run on `device`.
                     stylizer.state = jax.device_put(stylizer.state, device)

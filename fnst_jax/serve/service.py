@@ -3,9 +3,15 @@
 `Service.stylize` is where a request goes once its body is read (`app.py` reads it):
 
     check the service is ready -> reserve a queue slot (503 when full)
-      -> decode + resize in the I/O thread pool (off the event loop; 400/413/415)
+      -> decode, resize to the output size, then to the stroke scale's working size, in
+         the I/O thread pool (off the event loop; 400/413/415/422)
       -> the batcher's queue -> a worker's network call (batched with its group)
-      -> encode in the I/O thread pool -> bytes + timing headers
+      -> upsample to the output size (`stroke.Stroke.finish`) and encode in the I/O thread
+         pool -> bytes + timing headers
+
+The stroke scale (`?stroke_scale=`, `fnst_jax.stroke`) is applied as `stylize.py` applies
+it (`stylize.run`): at a working size other than the output size the network runs without
+preserving colours, and the upsampled result takes the full-size photo's colours.
 
 Images live in memory only; nothing is written to disk. A request older than
 `timeout_s` gets 504 and is dropped from the queue; a client that disconnects while its
@@ -29,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from fnst_jax import image_io
+from fnst_jax import image_io, stroke
 from fnst_jax.errors import UsageError
 from fnst_jax.serve import errors, images
 from fnst_jax.serve.batcher import Batcher, Job, Result
@@ -72,6 +78,8 @@ class StylizeOptions:
     format: str | None = None  # jpg, png, webp; None: the input's own, else png
     quality: int = 95
     mix: str | None = None  # multi-style models: NAME:W,NAME:W (stylize --style-mix)
+    stroke_scale: float | None = None  # parsed ?stroke_scale= (None: auto), stroke.parse_scale
+    upsampler: str = stroke.DEFAULT_UPSAMPLER
 
 
 @dataclasses.dataclass
@@ -83,8 +91,12 @@ class Reply:
 
 @dataclasses.dataclass
 class _Prepared:
+    """A decoded request image: `photo` at the output size, `working` at the size the
+    network runs at (the stroke scale's; `photo` itself at S = 1)."""
+
     decoded: image_io.DecodedImage
-    rgb: np.ndarray
+    photo: np.ndarray
+    working: np.ndarray
     alpha: np.ndarray | None
 
 
@@ -229,11 +241,46 @@ class Service:
             "formats": list(images.CONTENT_TYPES),
         }
 
-    def _prepare(self, body: bytes, content_type: str | None, size: int | None) -> _Prepared:
-        """Decode and resize (runs in the I/O pool)."""
-        decoded = images.decode(images.image_bytes(body, content_type), self.settings.max_pixels)
-        rgb, alpha = images.prepare(decoded, size, self.settings.max_pixels)
-        return _Prepared(decoded, rgb, alpha)
+    def _prepare(
+        self, body: bytes, content_type: str | None, size: int | None, strokes: stroke.Stroke
+    ) -> _Prepared:
+        """Decode, resize to the output size, then to the working size (runs in the I/O
+        pool). A working size below the smallest the network paints is a 422, above
+        `max_pixels` a 413."""
+        max_pixels = self.settings.max_pixels
+        decoded = images.decode(images.image_bytes(body, content_type), max_pixels)
+        photo, alpha = images.prepare(decoded, size, max_pixels)
+        height, width = photo.shape[:2]
+        try:
+            working_size = strokes.working_size(width, height)
+        except stroke.StrokeScaleError as e:
+            raise errors.ServiceError(422, "invalid_parameter", f"stroke_scale: {e}") from None
+        if working_size[0] * working_size[1] > max_pixels:
+            raise images.too_many_pixels(
+                *working_size,
+                max_pixels,
+                f"stroke_scale={strokes.scale_for(width, height):g} would run the network on",
+            )
+        return _Prepared(decoded, photo, strokes.prepare(photo), alpha)
+
+    def _finish(
+        self,
+        stylized: np.ndarray,
+        prepared: _Prepared,
+        strokes: stroke.Stroke,
+        options: StylizeOptions,
+        output_format: str,
+    ) -> bytes:
+        """Upsample to the output size (colours kept on request) and encode (runs in the
+        I/O pool)."""
+        image = strokes.finish(stylized, prepared.photo, preserve_color=options.preserve_color)
+        return images.encode(
+            image,
+            prepared.alpha,
+            format=output_format,
+            quality=options.quality,
+            icc_profile=prepared.decoded.icc_profile,
+        )
 
     async def stylize(
         self,
@@ -250,17 +297,21 @@ class Service:
         model = self.model(options.model)
         loop = asyncio.get_running_loop()
         deadline = arrived + self.settings.timeout_s
+        strokes = stroke.Stroke(options.stroke_scale, model.native_size, options.upsampler)
         ticket = self.batcher.reserve()
         try:
             decode_started = time.monotonic()
             prepared = await loop.run_in_executor(
-                self.pool, self._prepare, body, content_type, options.size
+                self.pool, self._prepare, body, content_type, options.size, strokes
             )
             decode_s = time.monotonic() - decode_started
             job = Job(
                 model,
-                prepared.rgb,
-                options.preserve_color,
+                prepared.working,
+                # The network keeps the colours at the output size only; a rescaled image
+                # takes them from the full-size photo in `_finish`. Jobs of one batch share
+                # this flag (the batcher groups by it).
+                options.preserve_color and prepared.working.shape == prepared.photo.shape,
                 deadline=deadline,
                 timeout_s=self.settings.timeout_s,
                 style=self.style_mix(model, options.mix),
@@ -274,17 +325,12 @@ class Service:
         output_format = images.output_format(options.format, prepared.decoded.source_format)
         encode_started = time.monotonic()
         data = await loop.run_in_executor(
-            self.pool,
-            lambda: images.encode(
-                result.image,
-                prepared.alpha,
-                format=output_format,
-                quality=options.quality,
-                icc_profile=prepared.decoded.icc_profile,
-            ),
+            self.pool, self._finish, result.image, prepared, strokes, options, output_format
         )
         encode_s = time.monotonic() - encode_started
         headers = _timing_headers(model.name, result, decode_s, encode_s, output_format)
+        working_height, working_width = prepared.working.shape[:2]
+        headers["X-Working-Size"] = f"{working_width}x{working_height}"  # the network's input
         return Reply(data, images.CONTENT_TYPES[output_format], headers)
 
     async def _wait(

@@ -19,7 +19,7 @@ from typing import TextIO
 from absl import flags
 
 from fnst_jax import cli as convention
-from fnst_jax import image_io
+from fnst_jax import image_io, stroke
 from fnst_jax.errors import UsageError
 from fnst_jax.stylize import defaults, inputs, loading, run, styles
 from fnst_jax.stylize.reporter import Reporter
@@ -146,6 +146,23 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "normalised to sum to 1).",
         **fv,
     )
+    flags.DEFINE_string(
+        "stroke-scale",
+        stroke.AUTO,
+        "Stroke size: the network runs at the output size divided by S, so its strokes are S "
+        "times their trained size in output pixels (1 = at the output size). 'auto': S = "
+        "the longest side / the model's native size, strokes proportional to the image "
+        "(docs/stylize.md#stroke-size).",
+        **fv,
+    )
+    flags.DEFINE_enum(
+        "upsampler",
+        stroke.DEFAULT_UPSAMPLER,
+        list(stroke.UPSAMPLERS),
+        "How a result stylized below the output size is brought to it: bicubic, or guided "
+        "(a guided filter on the full-size photo: sharper photo edges).",
+        **fv,
+    )
     flags.DEFINE_float(
         "temporal-blend",
         0.0,
@@ -225,6 +242,10 @@ def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int
     output = Path(fv["output"].value)
     single_file = inputs.is_single_file_output(output)
     reporter = Reporter(quiet=options.quiet, stream=stream)
+    try:
+        stroke_scale = stroke.parse_scale(fv["stroke-scale"].value)
+    except stroke.StrokeScaleError as e:
+        raise UsageError(f"--stroke-scale: {e}") from None
     stylizer = loading.load_stylizer(  # a bad model file: UserError, exit 2
         fv["model"].value,
         dtype=fv["dtype"].value,
@@ -235,6 +256,15 @@ def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int
         tile=fv["tile"].value,
         tile_statistics=fv["tile-stats"].value,
     )
+    options = dataclasses.replace(
+        options,
+        stroke=stroke.Stroke(stroke_scale, stylizer.native_size, fv["upsampler"].value),
+    )
+    if stroke_scale is None and stylizer.native_size is None and not options.quiet:
+        reporter.info(
+            "the model records no native size: --stroke-scale auto runs it at the output "
+            "size (--stroke-scale 1)"
+        )
 
     choices = styles.choose_styles(stylizer.style_names, fv["style"].value, fv["style-mix"].value)
     if single_file and len(choices) > 1:

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fnst_jax import export, image_io, runtime
+from fnst_jax import export, image_io, runtime, stroke
 from fnst_jax.model_file import style_names, style_weights
 from fnst_jax.stylize import tiling
 from fnst_jax.stylize.arrays import network_input, pad_batch, round_up
@@ -152,6 +152,8 @@ class Stylizer:
         self.graphdef, self.state = nnx.split(model)
         self.num_styles = model.num_styles
         self.style_names = style_names({}, self.num_styles)  # from_model_file: the real ones
+        # The stroke scale's "auto" (`fnst_jax.stroke`); from_model_file: the model's own.
+        self.native_size: int | None = None
         self.style = style_weights(self.num_styles, style)[0]  # raises StyleError
         self.compiled_shapes: set[tuple[int, ...]] = set()
 
@@ -184,6 +186,7 @@ class Stylizer:
             pad = int(metadata.get("pad") or 0)
         stylizer = cls(model, pad=pad, **options)
         stylizer.style_names = style_names(metadata, model.num_styles)
+        stylizer.native_size = stroke.native_size(metadata)
         return stylizer
 
     # -- the API

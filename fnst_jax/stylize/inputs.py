@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fnst_jax import image_io, model_file, video
+from fnst_jax.stroke import Stroke
 
 if TYPE_CHECKING:
     from fnst_jax.stylize.reporter import Reporter
@@ -40,6 +41,9 @@ class Options:
     suffix: str = ""
     workers: int = 2
     temporal_blend: float = 0.0  # videos: weight of the flow-warped previous output (0 = off)
+    # The resolution the network runs at (`fnst_jax.stroke`); the default runs at the output
+    # size. stylize.py's default is "auto", with the model's native size.
+    stroke: Stroke = dataclasses.field(default_factory=Stroke)
 
 
 @dataclasses.dataclass

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnst_jax import image_io
+from fnst_jax import image_io, stroke
 from fnst_jax.deploy_interface import (
     BOX_INPUT,
     FLOAT_OUTPUT_NAME,
@@ -127,6 +127,7 @@ class OnnxStylizer:
         self.path = path
         self.properties = dict(properties)
         self.pad = int(properties.get("pad", 0))
+        self.native_size = stroke.native_size(properties)  # the stroke scale's "auto"
         if self.style_input:
             self.style_names = properties.get("styles", "").split(",")
         else:  # one style or mix, chosen at export (`deploy.cli --style`)

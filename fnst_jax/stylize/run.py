@@ -1,10 +1,11 @@
 """The runs: images and videos from jobs to written outputs, with progress and a summary.
 
   * `run_jobs`: every image job (`run_images`), then every video job (`run_video`).
-  * `run_images`: decode -> stylize -> encode. Decoding and resizing (`_prepare`) and
-    encoding (`_encode`) run in a thread pool while the network computes in the calling
-    thread (`_ImageRun`); decoded images wait in groups of one bucket shape and size until
-    a group fills a batch (or too many wait), so same-size images share network calls.
+  * `run_images`: decode -> stylize -> encode. Decoding and resizing (`_prepare`: to the
+    output size, then to the stroke scale's working size) and upsampling and encoding
+    (`_encode`) run in a thread pool while the network computes in the calling thread
+    (`_ImageRun`); decoded images wait in groups of one bucket shape and size until a group
+    fills a batch (or too many wait), so same-size images share network calls.
   * `run_video`: frames streamed from `video.read_video` through the network in batches to
     `video.write_video`; the output keeps the timing and audio.
 Progress, errors and the summary go through the run's `reporter.Reporter`.
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fnst_jax import image_io, video
+from fnst_jax import image_io, stroke, video
 from fnst_jax.stylize.inputs import Job, Options, target_size
 from fnst_jax.stylize.reporter import Reporter
 
@@ -46,10 +47,12 @@ def run_jobs(jobs: Sequence[Job], stylizer: Stylizer, options: Options, reporter
 
 @dataclasses.dataclass
 class _Prepared:
-    """A decoded, resized image waiting for the network."""
+    """A decoded, resized image waiting for the network: `rgb` at the working size (what
+    the network runs on), `photo` at the output size."""
 
     job: Job
     rgb: np.ndarray
+    photo: np.ndarray
     alpha: np.ndarray | None
     icc_profile: bytes | None
     format: str
@@ -61,13 +64,22 @@ def _prepare(job: Job, options: Options) -> _Prepared:
     started = time.perf_counter()
     decoded = image_io.read_image(job.source)
     size = target_size(decoded.rgb.shape[1], decoded.rgb.shape[0], options)
-    rgb, alpha = image_io.resize_rgb_alpha(decoded.rgb, decoded.alpha, size)
+    photo, alpha = image_io.resize_rgb_alpha(decoded.rgb, decoded.alpha, size)
     format = image_io.EXTENSION_TO_FORMAT[job.destination.suffix.lower()]
-    return _Prepared(job, rgb, alpha, decoded.icc_profile, format, started)
+    working = options.stroke.prepare(photo)
+    return _Prepared(job, working, photo, alpha, decoded.icc_profile, format, started)
+
+
+def _preserve_in_network(working: np.ndarray, photo: np.ndarray, options: Options) -> bool:
+    """--preserve-color is the engine's at the output size; a rescaled image keeps the
+    colours of the full-size photo after upsampling (`stroke.Stroke.finish`)."""
+    return options.preserve_color and working.shape == photo.shape
 
 
 def _encode(item: _Prepared, stylized: np.ndarray, options: Options) -> Path:
-    """Write one stylized uint8 image (runs in a worker thread)."""
+    """Upsample to the output size and write one stylized uint8 image (runs in a worker
+    thread)."""
+    stylized = options.stroke.finish(stylized, item.photo, preserve_color=options.preserve_color)
     return image_io.write_image(
         item.job.destination,
         stylized,
@@ -78,8 +90,9 @@ def _encode(item: _Prepared, stylized: np.ndarray, options: Options) -> Path:
     )
 
 
-# Images that share one bucket shape and one size: (bucket height, width, height, width).
-_GroupKey = tuple[int, int, int, int]
+# Images that share one bucket shape, one working size and one output size: (bucket height,
+# width, height, width, output height, output width).
+_GroupKey = tuple[int, int, int, int, int, int]
 
 
 class _ImageRun:
@@ -134,7 +147,7 @@ class _ImageRun:
         """The decoded image, or None when it could not be read (reported)."""
         try:
             return future.result()
-        except image_io.ImageReadError as e:
+        except (image_io.ImageReadError, stroke.StrokeScaleError) as e:
             self.failed(job.source, str(e))
         except Exception as e:  # any decoder failure is this input's, not the run's
             self.failed(job.source, f"cannot read image ({type(e).__name__}: {e})")
@@ -148,7 +161,8 @@ class _ImageRun:
             self.stylize_items([item])
             return
         # Same bucket and same size: the images of one group are padded and cropped alike.
-        key = (*self.stylizer.bucket_shape(height, width), height, width)
+        output_h, output_w = item.photo.shape[:2]
+        key = (*self.stylizer.bucket_shape(height, width), height, width, output_h, output_w)
         self.waiting.setdefault(key, []).append(item)
         if len(self.waiting[key]) >= self.stylizer.batch_limit(key[0] * key[1]):
             self.stylize_group(key)
@@ -162,7 +176,8 @@ class _ImageRun:
         """Run the network on `items` and queue their encodes."""
         try:
             results = self.stylizer.stylize_batch(
-                [item.rgb for item in items], preserve_color=self.options.preserve_color
+                [item.rgb for item in items],
+                preserve_color=_preserve_in_network(items[0].rgb, items[0].photo, self.options),
             )
         except Exception as e:  # e.g. out of memory: report, keep going
             for item in items:
@@ -223,9 +238,9 @@ def _stylized_frames(
     options: Options,
     bar: Any,
 ) -> Iterator[np.ndarray]:
-    """Resize frames to `size` (width, height) and stylize them `batch` at a time; with
-    `options.temporal_blend`, blend each with the previous output along the input's optical
-    flow (`temporal.TemporalBlender`)."""
+    """Resize frames to `size` (width, height) and stylize them `batch` at a time at the
+    stroke scale's working size; with `options.temporal_blend`, blend each with the previous
+    output along the input's optical flow (`temporal.TemporalBlender`), then upsample."""
     blender = None
     if options.temporal_blend:
         from fnst_jax.temporal import TemporalBlender  # OpenCV: only for --temporal-blend
@@ -233,12 +248,15 @@ def _stylized_frames(
         blender = TemporalBlender(options.temporal_blend)
     for group in _batched(frames, batch):
         group = [image_io.resize_rgb_alpha(frame, None, size)[0] for frame in group]
-        stylized = stylizer.stylize_batch(group, preserve_color=options.preserve_color)
+        working = [options.stroke.prepare(frame) for frame in group]
+        preserve = _preserve_in_network(working[0], group[0], options)
+        stylized = stylizer.stylize_batch(working, preserve_color=preserve)
         if blender is not None:
             stylized = [
-                blender(frame, styled) for frame, styled in zip(group, stylized, strict=True)
+                blender(frame, styled) for frame, styled in zip(working, stylized, strict=True)
             ]
-        yield from stylized
+        for frame, styled in zip(group, stylized, strict=True):
+            yield options.stroke.finish(styled, frame, preserve_color=options.preserve_color)
         bar.update(len(group))
 
 
@@ -251,8 +269,13 @@ def run_video(job: Job, stylizer: Stylizer, options: Options, reporter: Reporter
         reporter.error(job.source, str(e))
         return
     width, height = target_size(*info.size, options)
-    bucket_h, bucket_w = stylizer.bucket_shape(height, width)
-    tiled = stylizer.needs_tiling(height, width)
+    try:
+        working_w, working_h = options.stroke.working_size(width, height)
+    except stroke.StrokeScaleError as e:
+        reporter.error(job.source, str(e))
+        return
+    bucket_h, bucket_w = stylizer.bucket_shape(working_h, working_w)
+    tiled = stylizer.needs_tiling(working_h, working_w)
     batch = 1 if tiled else stylizer.batch_limit(bucket_h * bucket_w)
     bar = reporter.bar(info.num_frames, "frame", job.source.name)
     stylized = _stylized_frames(frames, stylizer, (width, height), batch, options, bar)

@@ -19,7 +19,7 @@ The statistics are the whole image's (a tile's own would shift its tone):
   * "approximate" (`approximate_statistics`): measured once, on a copy shrunk so that its
     network input fits `max_pixels`: one network call, then the output pass. Features of a
     shrunk image have somewhat other statistics, so the tone differs a little from an
-    untiled run (README's figures, benchmarks/tiling_error.py).
+    untiled run (docs/experiments/tiling.md, benchmarks/tiling_error.py).
 
 Memory: the uint8 network input and float32 output of the image's size, and one batch of
 tile arrays through the network; never the whole image.

@@ -6,67 +6,34 @@
 // Two places run the model:
 //   * the server: POST /v1/stylize (the service's page; the default there);
 //   * this device: the model's ONNX file in onnxruntime-web (device.js), downloaded once,
-//     with the same options (size, preserve colours, style and mix). On the service's page
-//     this is the "On this device" choice, and whatever it cannot do (no runtime, a model
-//     or photo the device cannot run, a file this browser cannot decode) goes to the
-//     server instead, with the reason shown. A static site has no server: its page runs
-//     every photo on the device, and the webcam's live preview too.
+//     with the same options (size, stroke size, preserve colours, style and mix). On the
+//     service's page this is the "On this device" choice, and whatever it cannot do (no
+//     runtime, a model or photo the device cannot run, a file this browser cannot decode)
+//     goes to the server instead, with the reason shown. A static site has no server: its
+//     page runs every photo on the device, and the webcam's live preview too.
 // Advanced settings ride on the page's URL (docs/browser.md): ?run=device|server,
 // backend=auto|webgpu|wasm, threads=N, max_pixels=N, tile=N.
+//
+// This module holds the controls, the styles, the photo and the server's requests;
+// on_device.js runs the model here (the stroke size too: stroke.js), camera.js the webcam,
+// page.js what they share.
 
-import { DEFAULT_MAX_PIXELS, DEFAULT_TILE, DeviceModel, DeviceRuntime, reason } from "./device.js";
+import { setUpCamera } from "./camera.js";
+import { reason } from "./device.js";
+import { runsOnDevice, setUpRunChoice, setUpStaticSite, stylizeOnDevice } from "./on_device.js";
 import {
-  OUTPUT_TYPES,
-  decodePhoto,
-  drawPixels,
-  encodePixels,
-  finishPixels,
-  photoPixels,
-  targetSize,
-} from "./pixels.js";
+  $,
+  SITE,
+  clearResult,
+  hideMessage,
+  hideProgress,
+  keyHeaders,
+  showMessage,
+  showProgress,
+  showResult,
+  state,
+} from "./page.js";
 
-const $ = (id) => document.getElementById(id);
-
-// The static site's model list (the meta tag is empty on the service's page).
-const SITE = document.querySelector('meta[name="fnst-site"]')?.content || "";
-const SETTINGS = pageSettings(new URLSearchParams(location.search));
-const LIVE_MAX_SIDE = 512; // px: the webcam preview's longest side at most
-const RUN_KEY = "fnst-run";
-
-const state = {
-  info: null,       // GET /v1/info: limits (null on a static site)
-  file: null,       // the chosen photo (a File or Blob)
-  baseName: "photo",
-  model: null,      // the selected model's name
-  models: {},       // GET /v1/models (or site.json's models), by name
-  originalUrl: null,
-  resultUrl: null,
-  busy: false,
-  stream: null,     // the webcam, while it is on
-  device: {
-    available: false,  // whether this page can run models here at all
-    why: "",           // why not, in words
-    runtime: null,     // DeviceRuntime, made on first use
-    models: new Map(), // ONNX URL -> Promise<DeviceModel>
-  },
-  live: null,       // the live preview loop, while it runs: {stop}
-};
-
-function pageSettings(params) {
-  const number = (name, fallback) => {
-    const value = Number(params.get(name));
-    return Number.isFinite(value) && value > 0 ? value : fallback;
-  };
-  return {
-    run: params.get("run"),
-    backend: params.get("backend") || "auto",
-    threads: number("threads", 0),
-    maxPixels: number("max_pixels", DEFAULT_MAX_PIXELS),
-    tile: Math.ceil(number("tile", DEFAULT_TILE) / 4) * 4,
-  };
-}
-
-const EXTENSIONS = { "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp" };
 const STATUS_PREFIX = {
   400: "Could not read the image: ",
   401: "API key needed: ",
@@ -82,17 +49,6 @@ async function getJSON(url) {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   return response.json();
-}
-
-function showMessage(text, kind = "error") {
-  const box = $("message");
-  box.textContent = text;
-  box.className = `message ${kind}`;
-  box.hidden = false;
-}
-
-function hideMessage() {
-  $("message").hidden = true;
 }
 
 function megabytes(bytes) {
@@ -222,19 +178,6 @@ function setFile(file, name) {
   updateButton();
 }
 
-function clearResult() {
-  if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
-  state.resultUrl = null;
-  $("result").hidden = true;
-  $("result").removeAttribute("src");
-  $("result").dataset.loaded = "false";
-  $("result-empty").hidden = false;
-  $("download").hidden = true;
-  $("timing").textContent = "";
-  delete $("timing").dataset.networkMs;
-  delete $("timing").dataset.rate;
-}
-
 function setUpPhotoInputs() {
   $("file").addEventListener("change", (event) => {
     const file = event.target.files[0];
@@ -261,110 +204,6 @@ function setUpPhotoInputs() {
   });
 }
 
-// -------------------------------------------------------------------------- webcam
-
-function setUpCamera() {
-  // Browsers offer the camera only on https:// or localhost pages.
-  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) return;
-  $("camera").hidden = false;
-  $("camera-start").addEventListener("click", async () => {
-    try {
-      state.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
-    } catch (error) {
-      showMessage(`The webcam is not available (${error.message}).`, "warning");
-      return;
-    }
-    const video = $("camera-video");
-    video.srcObject = state.stream;
-    video.hidden = false;
-    $("camera-start").hidden = true;
-    await video.play(); // frames (and the video's size) from here on
-    $("camera-snap").hidden = false;
-    $("camera-live").hidden = !state.device.available;
-  });
-  $("camera-snap").addEventListener("click", () => {
-    const video = $("camera-video");
-    const canvas = document.createElement("canvas");
-    canvas.width = video.videoWidth;
-    canvas.height = video.videoHeight;
-    canvas.getContext("2d").drawImage(video, 0, 0);
-    canvas.toBlob((blob) => setFile(blob, "webcam.jpg"), "image/jpeg", 0.92);
-    stopCamera();
-  });
-  $("camera-live").addEventListener("click", () => {
-    if (state.live) state.live.stop = true;
-    else livePreviewLoop();
-  });
-}
-
-function stopCamera() {
-  if (state.live) state.live.stop = true;
-  for (const track of state.stream.getTracks()) track.stop();
-  state.stream = null;
-  $("camera-video").hidden = true;
-  $("camera-snap").hidden = true;
-  $("camera-live").hidden = true;
-  $("camera-start").hidden = false;
-}
-
-// The webcam stylized on this device, frame after frame, as fast as the device goes; the
-// rate over the last frames is shown.
-async function livePreviewLoop() {
-  if (!state.models[state.model] || state.busy) return;
-  const live = (state.live = { stop: false });
-  const canvas = $("live");
-  const video = $("camera-video");
-  $("camera-live").textContent = "Stop live preview";
-  clearResult();
-  const times = [];
-  try {
-    while (!live.stop && state.stream) {
-      if (!video.videoWidth) {
-        await new Promise((resolve) => setTimeout(resolve, 50)); // no frame yet
-        continue;
-      }
-      // The style chosen now (another model's file is downloaded once, then kept).
-      const entry = state.models[state.model];
-      const model = await deviceModel(entry);
-      if (canvas.hidden) {
-        canvas.hidden = false;
-        $("result-empty").hidden = true;
-        hideProgress();
-      }
-      const side = Math.min(Number($("size").value) || LIVE_MAX_SIDE, LIVE_MAX_SIDE);
-      const [width, height] = targetSize(video.videoWidth, video.videoHeight, side);
-      const pixels = await photoPixels(video, width, height);
-      const output = await model.stylize(pixels.rgb, height, width, {
-        style: styleWeights(entry, model),
-        maxPixels: Math.max(SETTINGS.maxPixels, LIVE_MAX_SIDE * LIVE_MAX_SIDE),
-      });
-      drawPixels(
-        canvas,
-        finishPixels(output, width, height, {
-          original: pixels.rgb,
-          preserveColor: $("preserve-color").checked,
-        }),
-      );
-      times.push(performance.now());
-      if (times.length > 10) times.shift();
-      const rate =
-        times.length > 1 ? ((times.length - 1) * 1000) / (times[times.length - 1] - times[0]) : 0;
-      $("timing").textContent =
-        (rate ? `${rate.toFixed(1)} frames/s` : "first frame") +
-        ` on this device (${model.runtime.label}) · ${width}x${height}`;
-      $("timing").dataset.rate = rate.toFixed(2);
-    }
-  } catch (error) {
-    showMessage(`The live preview stopped: ${reason(error)}.`);
-  } finally {
-    state.live = null;
-    canvas.hidden = true;
-    hideProgress();
-    if (!state.resultUrl) $("result-empty").hidden = false;
-    $("camera-live").textContent = "Live preview";
-  }
-}
-
 // -------------------------------------------------------------------------- stylize
 
 function setBusy(busy) {
@@ -372,16 +211,6 @@ function setBusy(busy) {
   $("spinner").hidden = !busy;
   $("stylize").textContent = busy ? "Stylizing…" : "Stylize";
   updateButton();
-}
-
-function showProgress(text) {
-  $("progress").textContent = text;
-  $("progress").hidden = false;
-}
-
-function hideProgress() {
-  $("progress").hidden = true;
-  $("progress").textContent = "";
 }
 
 async function errorText(response) {
@@ -402,6 +231,7 @@ function requestUrl() {
   if ($("size").value) params.set("size", $("size").value);
   if ($("format").value) params.set("format", $("format").value);
   if ($("preserve-color").checked) params.set("preserve_color", "true");
+  params.set("stroke_scale", $("stroke-scale").value);
   const mix = blendParameter();
   if (mix) params.set("mix", mix);
   return `/v1/stylize?${params}`;
@@ -413,14 +243,6 @@ function requestHeaders() {
     "Content-Type": type.startsWith("image/") ? type : "application/octet-stream",
     ...keyHeaders(),
   };
-}
-
-// The service's API key, when one was entered (stylize requests and model downloads).
-function keyHeaders() {
-  const key = $("api-key").value.trim();
-  if (!key) return {};
-  sessionStorage.setItem("fnst-api-key", key);
-  return { Authorization: `Bearer ${key}` };
 }
 
 async function stylize() {
@@ -478,7 +300,11 @@ async function stylizeOnServer(fallback) {
     const blob = await response.blob();
     const parts = [`${Math.round(performance.now() - started)} ms in all`];
     if (response.headers.get("X-Network-Time-Ms")) {
-      parts.push(`network ${Math.round(Number(response.headers.get("X-Network-Time-Ms")))} ms`);
+      const working = response.headers.get("X-Working-Size");
+      parts.push(
+        `network ${Math.round(Number(response.headers.get("X-Network-Time-Ms")))} ms` +
+          (working ? ` at ${working}` : ""),
+      );
     }
     if (response.headers.get("X-Batch-Size")) {
       parts.push(`batch of ${response.headers.get("X-Batch-Size")}`);
@@ -491,166 +317,6 @@ async function stylizeOnServer(fallback) {
   } catch (error) {
     showMessage(`The service could not be reached (${error.message})${because}.`);
   }
-}
-
-// The selected model's file on this device (downloaded and opened once per page).
-function deviceModel(entry) {
-  if (!state.device.available) throw new Error(state.device.why);
-  if (!entry.onnx) throw new Error(`model ${entry.name} offers no file for this device`);
-  const url = entry.onnx.url;
-  if (!state.device.models.has(url)) {
-    state.device.runtime ||= new DeviceRuntime(runtimeUrl(), {
-      backend: SETTINGS.backend,
-      threads: SETTINGS.threads,
-    });
-    const loading = DeviceModel.load(state.device.runtime, url, showProgress, keyHeaders());
-    loading.catch(() => state.device.models.delete(url)); // a later try starts over
-    state.device.models.set(url, loading);
-  }
-  return state.device.models.get(url);
-}
-
-function runtimeUrl() {
-  return (state.info && state.info.browser && state.info.browser.runtime_url) || "ort/";
-}
-
-// The style input of a multi-style file: the entry's style, blended as chosen.
-function styleWeights(entry, model) {
-  const names = model.file.styleNames;
-  if (!names.length) return null;
-  const weights = new Float32Array(names.length);
-  const own = entry.onnx.style_index ?? Math.max(0, names.indexOf(entry.style ?? ""));
-  const amount = $("blend-field").hidden ? 0 : Number($("blend-amount").value);
-  const other = names.indexOf($("blend-with").value);
-  weights[own] = 100 - (other >= 0 ? amount : 0);
-  if (other >= 0) weights[other] += amount; // the file normalises the weights
-  return weights;
-}
-
-function outputType() {
-  const chosen = $("format").value;
-  if (chosen) return OUTPUT_TYPES[chosen];
-  const own = state.file.type;
-  return Object.values(OUTPUT_TYPES).includes(own) ? own : OUTPUT_TYPES.png;
-}
-
-async function stylizeOnDevice() {
-  const entry = state.models[state.model];
-  const started = performance.now();
-  showProgress("Reading the photo…");
-  const bitmap = await decodePhoto(state.file);
-  try {
-    const [width, height] = targetSize(bitmap.width, bitmap.height, Number($("size").value));
-    const model = await deviceModel(entry);
-    const refused = model.refusal(height, width, SETTINGS.maxPixels);
-    if (refused) throw new Error(refused);
-    const pixels = await photoPixels(bitmap, width, height);
-    showProgress(`Stylizing ${width}x${height} on this device (${model.runtime.label})…`);
-    const computing = performance.now();
-    const output = await model.stylize(pixels.rgb, height, width, {
-      style: styleWeights(entry, model),
-      maxPixels: SETTINGS.maxPixels,
-      tile: SETTINGS.tile,
-      onProgress: showProgress,
-    });
-    const network = performance.now() - computing;
-    const image = finishPixels(output, width, height, {
-      original: pixels.rgb,
-      preserveColor: $("preserve-color").checked,
-      alpha: pixels.alpha,
-    });
-    const blob = await encodePixels(image, outputType());
-    showResult(blob, [
-      `${Math.round(performance.now() - started)} ms in all`,
-      `network ${Math.round(network)} ms`,
-      `on this device (${model.runtime.label})`,
-    ]);
-    $("timing").dataset.networkMs = network.toFixed(1); // for benchmarks/browser.py
-    const notes = model.runtime.notes;
-    $("device-note").textContent =
-      `Ran with ${model.runtime.label}` + (notes.length ? `: ${notes[0]}.` : ".");
-  } finally {
-    bitmap.close();
-  }
-}
-
-function showResult(blob, parts) {
-  state.resultUrl = URL.createObjectURL(blob);
-  const result = $("result");
-  result.onload = () => {
-    result.hidden = false;
-    $("result-empty").hidden = true;
-    result.dataset.loaded = "true";
-  };
-  result.dataset.loaded = "false";
-  result.src = state.resultUrl;
-  const extension = EXTENSIONS[blob.type] || "png";
-  const download = $("download");
-  download.href = state.resultUrl;
-  download.download = `${state.baseName}_${state.model}.${extension}`;
-  download.hidden = false;
-  $("timing").textContent = parts.join(" · ");
-}
-
-// -------------------------------------------------------------------------- where to run
-
-function runsOnDevice() {
-  if (SITE) return true;
-  const chosen = document.querySelector('input[name="run"]:checked');
-  return state.device.available && chosen && chosen.value === "device";
-}
-
-// What the service offers for this device (GET /v1/info's `browser`), and the choice.
-function setUpRunChoice(info) {
-  const browser = (info && info.browser) || {};
-  const capable = typeof WebAssembly === "object" && typeof createImageBitmap === "function";
-  state.device.available = Boolean(browser.available) && capable;
-  state.device.why = !capable
-    ? "this browser lacks WebAssembly or image decoding"
-    : browser.reason || "this service offers no in-browser runtime";
-  $("run-field").hidden = false;
-  const device = document.querySelector('input[name="run"][value="device"]');
-  device.disabled = !state.device.available;
-  const engine = navigator.gpu ? "WebGPU if it works, else WebAssembly" : "WebAssembly";
-  $("device-note").textContent = state.device.available
-    ? `The model is downloaded once and runs in this browser (${engine}); the photo stays here.`
-    : `Not available: ${state.device.why}.`;
-  const wanted = SETTINGS.run || stored(RUN_KEY);
-  if (state.device.available && wanted === "device") device.checked = true;
-  for (const input of document.querySelectorAll('input[name="run"]')) {
-    input.addEventListener("change", () => store(RUN_KEY, input.value));
-  }
-}
-
-// The choice is remembered where the browser allows it (not in every private window).
-function stored(key) {
-  try {
-    return localStorage.getItem(key);
-  } catch (_) {
-    return null;
-  }
-}
-
-function store(key, value) {
-  try {
-    localStorage.setItem(key, value);
-  } catch (_) {
-    // not remembered: the page still works
-  }
-}
-
-// A static site: no server, every photo on this device.
-function setUpStaticSite() {
-  const capable = typeof WebAssembly === "object" && typeof createImageBitmap === "function";
-  state.device.available = capable;
-  state.device.why = "this browser lacks WebAssembly or image decoding";
-  $("api-links").hidden = true;
-  $("privacy").textContent = "Photos never leave this device: the model runs in this browser.";
-  $("run-field").hidden = false; // no choice to make, but what runs the model is said there
-  for (const choice of document.querySelectorAll(".run-choice")) choice.hidden = true;
-  const engine = navigator.gpu ? "WebGPU if it works, else WebAssembly" : "WebAssembly";
-  $("device-note").textContent = `The model runs in this browser (${engine}).`;
-  if (!capable) showMessage(`This page cannot stylize here: ${state.device.why}.`);
 }
 
 // -------------------------------------------------------------------------- start
@@ -673,7 +339,7 @@ async function loadModels() {
 
 async function start() {
   setUpPhotoInputs();
-  setUpCamera();
+  setUpCamera(setFile);
   $("form").addEventListener("submit", (event) => {
     event.preventDefault();
     stylize();

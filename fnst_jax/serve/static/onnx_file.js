@@ -1,11 +1,11 @@
 // What the page needs to know of an exported ONNX file, read straight from its bytes: the
-// metadata properties (pad, smallest side, styles, dtype) and the two tiling functions
-// (`tile_forward`, `norm_moments`; see fnst_jax/deploy/onnx_graph.py), which nothing in the
-// file's graph calls. `functionModel(name, outputs)` turns one of them into a model of its
-// own, as fnst_jax/deploy/onnx_functions.py does in Python: the function's body as the
-// graph, only the nodes the wanted outputs need, the file's initializers that those nodes
-// use (the function's weight inputs are named after them), so onnxruntime-web runs it
-// like any model.
+// metadata properties (pad, smallest side, native size, styles, dtype) and the two tiling
+// functions (`tile_forward`, `norm_moments`; see fnst_jax/deploy/onnx_graph.py), which
+// nothing in the file's graph calls. `functionModel(name, outputs)` turns one of them into
+// a model of its own, as fnst_jax/deploy/onnx_functions.py does in Python: the function's
+// body as the graph, only the nodes the wanted outputs need, the file's initializers that
+// those nodes use (the function's weight inputs are named after them), so onnxruntime-web
+// runs it like any model.
 //
 // ONNX files are protocol buffers. Only the few fields used here are decoded; nodes and
 // tensors are copied byte for byte into the models written, so nothing is re-encoded that
@@ -192,6 +192,12 @@ export class OnnxFile {
   /** The smallest height or width the file's graph runs (onnx_graph.smallest_side). */
   get minSide() {
     return Number(this.properties.min_side || 1);
+  }
+
+  /** The style's longest side as trained, px (the stroke scale's "auto"), or null. */
+  get nativeSize() {
+    const value = Number(this.properties.native_size);
+    return Number.isFinite(value) && value > 0 ? Math.trunc(value) : null;
   }
 
   get dtype() {

@@ -8,6 +8,9 @@
 //   * `finishPixels`: the network's float output -> RGBA bytes: colours kept on request
 //     (image_io.transfer_luminance, BT.601 YCbCr), rounded half to even and clipped
 //     (image_io.to_uint8), the photo's alpha put back;
+//   * `upsamplePixels`: a result stylized below the output size (the stroke scale,
+//     stroke.js) enlarged to it with the browser's high-quality resampler, where
+//     stylize.py uses bicubic;
 //   * `encodePixels`: RGBA -> a PNG, JPEG or WebP Blob.
 
 export const OUTPUT_TYPES = { jpg: "image/jpeg", png: "image/png", webp: "image/webp" };
@@ -153,6 +156,29 @@ export function finishPixels(output, width, height, options = {}) {
     rgba[4 * i + 3] = alpha ? alpha[i] : 255;
   }
   return image;
+}
+
+/**
+ * ImageData -> RGB bytes (height*width*3) at width x height, drawn with canvas drawImage and
+ * imageSmoothingQuality "high": the browser's upsampler (Chromium's is a cubic filter), a
+ * close cousin of the bicubic resize stylize.py and the service use (stroke.Stroke.finish),
+ * not the same pixels.
+ */
+export function upsamplePixels(image, width, height) {
+  const source = canvas(image.width, image.height);
+  source.getContext("2d").putImageData(image, 0, 0);
+  const context = context2d(canvas(width, height));
+  context.imageSmoothingEnabled = true;
+  context.imageSmoothingQuality = "high";
+  context.drawImage(source, 0, 0, width, height);
+  const rgba = context.getImageData(0, 0, width, height).data;
+  const rgb = new Uint8Array(width * height * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+    rgb[j] = rgba[i];
+    rgb[j + 1] = rgba[i + 1];
+    rgb[j + 2] = rgba[i + 2];
+  }
+  return rgb;
 }
 
 /** ImageData -> a Blob of `type` (image/png, image/jpeg, image/webp). */
