@@ -72,15 +72,9 @@ def model_file(args: argparse.Namespace, folder: Path) -> Path:
 
     if args.model:
         return files.resolve_model_path(args.model)
-    from flax import nnx
-
     from fnst_jax import export
-    from fnst_jax.transformer_net import TransformerNet
 
-    path = folder / "random.npz"
-    metadata = {"pad": args.pad, "image_size": 256}
-    export.save_model(path, TransformerNet(rngs=nnx.Rngs(0)), metadata)
-    return path
+    return export.save_untrained_model(folder / "random.npz", {"pad": args.pad, "image_size": 256})
 
 
 def write_site(path: Path, folder: Path, dtype: str) -> Path:

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import host  # benchmarks/host.py, beside this script
 import numpy as np
 
 ENGINES = ("jax", "onnx", "onnx-float16")
@@ -87,26 +88,17 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(record))
 
 
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def prepare_models(args: argparse.Namespace, folder: Path) -> tuple[str, dict[str, Path]]:
     """The .npz model (given, or a random one with a 40 px pad) and its ONNX exports."""
-    from flax import nnx
-
     from fnst_jax import export, model_file
     from fnst_jax.deploy import onnx_graph
-    from fnst_jax.transformer_net import TransformerNet
 
     if args.model:
         model_path = str(model_file.resolve_model_path(args.model))
-        model, metadata = export.load_model(model_path)
-        pad = int(metadata.get("pad") or 0)
     else:
-        model, pad = TransformerNet(rngs=nnx.Rngs(0)), 40
-        model_path = str(folder / "random.npz")
-        export.save_model(model_path, model, {"pad": pad})
+        model_path = str(export.save_untrained_model(folder / "random.npz", {"pad": 40}))
+    model, metadata = export.load_model(model_path)
+    pad = int(metadata.get("pad") or 0)
     properties = {"pad": str(pad), "fnst_jax_version": "benchmark"}
     onnx_files = {}
     for engine, dtype in (("onnx", "float32"), ("onnx-float16", "float16")):
@@ -135,7 +127,7 @@ def main() -> None:
     repeats = [int(r) for r in args.repeats.split(",")]
     repeats += [repeats[-1]] * (len(sizes) - len(repeats))
     engines = args.engines.split(",")
-    print(f"load average before: {load_average()}", flush=True)
+    print(f"load average before: {host.load_average()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model_path, onnx_files = prepare_models(args, folder)
@@ -172,7 +164,7 @@ def main() -> None:
                     f"{record['rss_growth_bytes'] / 1e9:.2f} GB | {difference} | {levels} |",
                     flush=True,
                 )
-    print(f"load average after: {load_average()}")
+    print(f"load average after: {host.load_average()}")
 
 
 if __name__ == "__main__":

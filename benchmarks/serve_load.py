@@ -24,7 +24,6 @@ import asyncio
 import io
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import host  # benchmarks/host.py, beside this script
 import httpx
 import numpy as np
 from PIL import Image, ImageOps
@@ -58,12 +58,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def photo_bytes() -> bytes:
     if PHOTO.is_file():
         return PHOTO.read_bytes()
@@ -82,13 +76,7 @@ def photo_array(data: bytes, size: int) -> np.ndarray:
 
 
 def random_model(folder: Path) -> Path:
-    from flax import nnx
-
-    from fnst_jax.transformer_net import TransformerNet
-
-    path = folder / "random.npz"
-    export.save_model(path, TransformerNet(rngs=nnx.Rngs(0)), {"pad": 40})
-    return path
+    return export.save_untrained_model(folder / "random.npz", {"pad": 40})
 
 
 def engine_seconds(model: str, image: np.ndarray, repeats: int) -> float:
@@ -107,7 +95,7 @@ class Server:
     """`python serve.py` on a free loopback port, stopped with SIGTERM."""
 
     def __init__(self, model: str, max_batch: int, max_wait_ms: float, warm: list[str]):
-        self.port = free_port()
+        self.port = host.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         command = [
             sys.executable,

@@ -46,12 +46,10 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,8 +57,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from importlib import metadata as package_metadata
 from pathlib import Path
+
+import host  # benchmarks/host.py and startup_profile.py, beside this script
+import startup_profile
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -107,7 +107,7 @@ def _stylize(setup: Setup, scratch: Path, model: Path) -> Run:
 
 
 def _serve(setup: Setup, scratch: Path) -> Run:
-    port = free_port()
+    port = host.free_port()
     argv = ["serve.py", "--models", str(setup.model), "--port", str(port)]
     return Run([*argv, "--log-level", "warning"], scratch, port)
 
@@ -162,12 +162,6 @@ COMMANDS = {
         Command("export", "exit: .onnx written and checked", "exit", _export),
     )
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Output:
@@ -323,146 +317,6 @@ def warm_cache(command: Command, setup: Setup, args: argparse.Namespace) -> Path
 
 # -- where the time goes (--profile)
 
-# Functions timed in the profiled process: (module, attribute, column). Patched when their
-# module is imported, before any caller binds them.
-TIMED_FUNCTIONS = (
-    ("fnst_jax.export", "load_model", "model build"),
-    ("fnst_jax.train_step", "init_model", "model build"),
-    ("fnst_jax.vgg_weights", "load_vgg", "VGG load"),
-    ("onnxruntime", "InferenceSession.__init__", "onnxruntime"),
-    ("onnxruntime", "InferenceSession.run", "onnxruntime"),
-)
-# JAX's own duration events -> column. A compile event spans its cache read, if any.
-JAX_EVENTS = {
-    "/jax/core/compile/jaxpr_trace_duration": "tracing",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lowering",
-    "/jax/core/compile/backend_compile_duration": "compiling",
-    "/jax/compilation_cache/cache_retrieval_time_sec": "cache reads",
-}
-# Each second goes to the first of these that was busy then (most specific first); what no
-# column claims is "other": the computation itself, file I/O, the rest of Python.
-COLUMNS = (
-    "cache reads",
-    "compiling",
-    "lowering",
-    "tracing",
-    "onnxruntime",
-    "VGG load",
-    "model build",
-    "imports",
-)
-
-
-def record(events_path: Path, argv: list[str]) -> None:
-    """Run `argv` (a script and its arguments, or -m MODULE and its arguments) in this
-    process as `python` would, and write its timed intervals to `events_path` as it exits:
-    [column, start, end] (wall clock). Imports are timed outermost only."""
-    import atexit
-    import builtins
-    import functools
-    import runpy
-
-    events: list[tuple[str, float, float]] = []
-    patched: set[tuple[str, str]] = set()
-    listening = []
-    state = threading.local()
-    original_import = builtins.__import__
-
-    def timed(column: str, function: Callable) -> Callable:
-        @functools.wraps(function)
-        def wrapper(*args, **kwargs):
-            start = time.time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                events.append((column, start, time.time()))
-
-        return wrapper
-
-    def patch_imported() -> None:
-        for module, attribute, column in TIMED_FUNCTIONS:
-            if (module, attribute) in patched or module not in sys.modules:
-                continue
-            *path, name = [module, *attribute.split(".")]
-            owner = sys.modules[module]
-            for part in path[1:]:
-                owner = getattr(owner, part, None)
-            if owner is not None and hasattr(owner, name):  # else: still importing
-                setattr(owner, name, timed(column, getattr(owner, name)))
-                patched.add((module, attribute))
-
-    def on_jax_event(event: str, duration: float, **kwargs) -> None:
-        if event in JAX_EVENTS:
-            end = time.time()
-            events.append((JAX_EVENTS[event], end - duration, end))
-
-    def timed_import(*args, **kwargs):
-        if getattr(state, "importing", False):
-            module = original_import(*args, **kwargs)
-            patch_imported()
-            return module
-        state.importing, start = True, time.time()
-        try:
-            return original_import(*args, **kwargs)
-        finally:
-            events.append(("imports", start, time.time()))
-            state.importing = False
-            patch_imported()
-            if not listening and "jax.monitoring" in sys.modules:  # jax fully imported
-                sys.modules["jax.monitoring"].register_event_duration_secs_listener(on_jax_event)
-                listening.append(True)
-
-    def write() -> None:
-        events_path.write_text(json.dumps(events))
-
-    atexit.register(write)
-    # Stopped once ready: exit through atexit (serve and train install their own handlers).
-    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
-    builtins.__import__ = timed_import
-    sys.path[0] = str(REPO)  # as for `python SCRIPT` / `python -m MODULE` in the repository
-    if argv[0] == "-m":
-        sys.argv = [argv[1], *argv[2:]]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = list(argv)
-        runpy.run_path(argv[0], run_name="__main__")
-
-
-def _merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[tuple[float, float]] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _length(intervals: list[tuple[float, float]]) -> float:
-    return sum(end - start for start, end in intervals)
-
-
-def breakdown(events: list, launched: float, ready: float) -> dict[str, float | int]:
-    """Seconds per column (each second once: see COLUMNS) from launch to ready, "other",
-    and the programs compiled and read from the compilation cache meanwhile."""
-    clipped: dict[str, list[tuple[float, float]]] = {column: [] for column in COLUMNS}
-    for column, start, end in events:
-        start, end = max(start, launched), min(end, ready)
-        if end > start:
-            clipped[column].append((start, end))
-    result: dict[str, float | int] = {"seconds to ready": ready - launched}
-    claimed: list[tuple[float, float]] = []
-    for column in COLUMNS:
-        own = _merged(clipped[column])
-        before = _length(_merged(claimed))
-        claimed = _merged(claimed + own)
-        result[column] = _length(claimed) - before
-    result["other"] = (ready - launched) - _length(claimed)
-    hits = len(clipped["cache reads"])
-    result["programs compiled"] = len(clipped["compiling"]) - hits
-    result["programs from cache"] = hits
-    return result
-
 
 def profile(command: Command, setup: Setup, args: argparse.Namespace) -> dict:
     """One warm-cache run, recorded (`record`): where its time went (`breakdown`)."""
@@ -472,7 +326,9 @@ def profile(command: Command, setup: Setup, args: argparse.Namespace) -> dict:
     timing = time_once(command, setup, cache, args.timeout, events=path)
     if not path.exists():
         raise SystemExit(f"{command.name}: the profiled run wrote no {path.name}")
-    return breakdown(json.loads(path.read_text()), launched, launched + timing.wall_s)
+    return startup_profile.breakdown(
+        json.loads(path.read_text()), launched, launched + timing.wall_s
+    )
 
 
 # -- setup and report
@@ -482,19 +338,16 @@ def make_model(folder: Path, data: Path) -> Path:
     """A random TransformerNet with configs/photos_mosaic.py's metadata (what evaluate and
     the training pad need), as an exported model file."""
     sys.path.insert(0, str(REPO))
-    from flax import nnx
-
     from configs import photos_mosaic
     from fnst_jax import export
     from fnst_jax.loss_weights import loss_spec_from_config
-    from fnst_jax.transformer_net import TransformerNet
 
     config = photos_mosaic.get_config()
     config.style_image = str(data / STYLE_FILE)
     config.vgg.weights = str(data / VGG_FILE)
     config.data.source = f"folder:{data / 'photos'}"
     metadata = export.model_metadata(config, loss_spec_from_config(config.loss), "caffe", step=0)
-    return export.save_model(folder / "model.npz", TransformerNet(rngs=nnx.Rngs(0)), metadata)
+    return export.save_untrained_model(folder / "model.npz", metadata)
 
 
 def export_onnx(model: Path, folder: Path, timeout_s: float) -> Path:
@@ -512,35 +365,6 @@ def first_photo(folder: Path) -> Path:
     if not photos:
         raise SystemExit(f"no photo in {folder}")
     return photos[0]
-
-
-def versions() -> str:
-    found = []
-    for package in ("jax", "jaxlib", "flax", "onnxruntime"):
-        try:
-            found.append(f"{package} {package_metadata.version(package)}")
-        except package_metadata.PackageNotFoundError:
-            found.append(f"{package} (not installed)")
-    return f"Python {platform.python_version()}, " + ", ".join(found)
-
-
-def cpu_description() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({name})"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def cell(times: list[float] | None) -> str:
@@ -623,18 +447,18 @@ def main(argv: list[str] | None = None) -> None:
         photo = (args.photo or first_photo(data / "photos")).resolve()
         setup = Setup(model, onnx, photo, data, scratch)
         started = datetime.datetime.now().astimezone()
-        load_before = load_average()
+        load_before = host.load_average()
         results = {name: measure(COMMANDS[name], setup, args) for name in args.commands}
         profiles = {}
         if args.profile:
             profiles = {name: profile(COMMANDS[name], setup, args) for name in args.commands}
-        load_after = load_average()
+        load_after = host.load_average()
 
     from PIL import Image
 
     with Image.open(photo) as image:
         size = f"{image.width}x{image.height}"
-    print(f"Start-up, {started:%Y-%m-%d %H:%M %Z}: {cpu_description()}; {versions()}")
+    print(f"Start-up, {started:%Y-%m-%d %H:%M %Z}: {host.cpu_description()}; {host.versions()}")
     print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
     print(f"photo {photo.name} ({size}); model {args.model or 'random, photos_mosaic metadata'}")
     print(f"{args.repeats} run(s) per cell, each a fresh process. CPU s: the median user +")
@@ -650,6 +474,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--record"]:  # the profiled process: startup.py --record F -- ARGV
-        record(Path(sys.argv[2]), sys.argv[4:])
+        startup_profile.record(Path(sys.argv[2]), sys.argv[4:])
     else:
         main()

@@ -26,9 +26,13 @@ def startup():
     spec = importlib.util.spec_from_file_location("startup_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    sys.path.insert(0, str(SCRIPT.parent))  # its neighbours (host, startup_profile), as when run
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+        del sys.modules[spec.name]
 
 
 def test_breakdown_counts_each_second_once_in_the_most_specific_column(startup):
@@ -40,14 +44,14 @@ def test_breakdown_counts_each_second_once_in_the_most_specific_column(startup):
         ("compiling", 13.5, 14.5),  # a real compile, cut at the ready time
         ("imports", 20.0, 21.0),  # after ready: ignored
     ]
-    seconds = startup.breakdown(events, launched=10.0, ready=14.0)
+    seconds = startup.startup_profile.breakdown(events, launched=10.0, ready=14.0)
     assert seconds["seconds to ready"] == 4.0
     assert seconds["imports"] == pytest.approx(0.8)
     assert seconds["tracing"] == pytest.approx(0.2)
     assert seconds["cache reads"] == pytest.approx(0.5)
     assert seconds["compiling"] == pytest.approx(1.0)
     assert seconds["other"] == pytest.approx(1.5)
-    parts = [seconds[column] for column in (*startup.COLUMNS, "other")]
+    parts = [seconds[column] for column in (*startup.startup_profile.COLUMNS, "other")]
     assert sum(parts) == pytest.approx(4.0)
     assert (seconds["programs compiled"], seconds["programs from cache"]) == (1, 1)
 
@@ -81,7 +85,7 @@ def test_stylize_npz_cold_and_warm_with_its_breakdown(startup, tmp_path):
     assert all(seconds > 0 for seconds in times["cold"] + times["warm"])
     assert all(seconds > 0 for seconds in times["cold_cpu"] + times["warm_cpu"])
     seconds = results["profiles"]["stylize-npz"]
-    parts = [seconds[column] for column in (*startup.COLUMNS, "other")]
+    parts = [seconds[column] for column in (*startup.startup_profile.COLUMNS, "other")]
     assert min(parts) >= 0 and sum(parts) == pytest.approx(seconds["seconds to ready"])
     assert seconds["imports"] > 0 and seconds["model build"] > 0
     # A warm cache holds the network: read back, not compiled again.

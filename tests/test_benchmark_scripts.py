@@ -63,13 +63,9 @@ def write_photos(folder: Path, count: int, size: tuple[int, int] = (48, 40)) -> 
 def random_model_file(tmp_path_factory) -> Path:
     """A TransformerNet of random weights as a model file (pad 4): enough for the scripts that
     only stylize."""
-    from flax import nnx
-
     from fnst_jax import export
-    from fnst_jax.transformer_net import TransformerNet
 
-    path = tmp_path_factory.mktemp("model") / "random.npz"
-    return export.save_model(path, TransformerNet(rngs=nnx.Rngs(0)), {"pad": 4})
+    return export.save_untrained_model(tmp_path_factory.mktemp("model") / "random.npz", {"pad": 4})
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +192,38 @@ def test_recipe_measures_each_run_on_held_out_photos(
     assert run["model"].endswith("best.npz")
     assert [p["photo"] for p in run["photos"]] == [name for name, _ in held_out]
     assert Image.open(grid).size[1] > 0
+
+
+@pytest.mark.slow
+def test_own_size_scores_every_case_at_both_views(
+    trained_workdir, photos, tmp_path, monkeypatch, capsys
+):
+    large = write_photos(tmp_path / "large", 2, size=(72, 54))
+    report = tmp_path / "own.json"
+    module = script(
+        "own_size",
+        monkeypatch,
+        *(trained_workdir, "--large", large, "--photos", photos, "--validation-fraction", "0.25"),
+        *("--upscales", "2", "--stroke-scales", "auto,1", "--json", report),
+        *("--grid", tmp_path / "own.jpg"),
+    )
+    module.main()
+    out = capsys.readouterr().out
+    cases = ("large", "large@256", "held-out", "held-out x2")
+    for stroke in ("auto bicubic", "1 bicubic"):
+        for case in cases:
+            row = (
+                rf"^run\s+{re.escape(stroke)} {re.escape(case)}\s+{NUMBER}x\s+{NUMBER}\s+{NUMBER}x"
+            )
+            assert re.search(row, out, re.M), (stroke, case)
+    results = json.loads(report.read_text())["results"]
+    assert len(results) == 2 * len(cases)
+    auto_large = results[0]
+    assert auto_large["native_size"] == 32 and auto_large["case"] == "large"
+    # auto: the 72x54 photos run at the native size (32 px longest side)
+    assert [p["working"] for p in auto_large["photos"]] == [[32, 24], [32, 24]]
+    assert {r["pass"] for r in results if r["case"] in ("large", "large@256")} <= {"PASS", "FAIL"}
+    assert Image.open(tmp_path / "own.jpg").size[1] == 2 * module.GRID_HEIGHT
 
 
 @pytest.mark.slow

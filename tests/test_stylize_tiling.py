@@ -112,8 +112,8 @@ def test_the_shrunk_copy_fits_max_pixels(height, width, pad, max_pixels):
 def test_approximate_statistics_stay_close(untiled_result):
     """Approximate mode: statistics of a copy shrunk to max_pixels. On this random net at
     40x40 (a 0.45x copy) it measures mean 8/255; docs/experiments/tiling.md gives the trained
-    model's figures on real photos. The bound leaves room for platform rounding; per-tile statistics or
-    misplaced tiles are far off (mean > 20)."""
+    model's figures on real photos. The bound leaves room for platform rounding; per-tile
+    statistics or misplaced tiles are far off (mean > 20)."""
     model, image, untiled = untiled_result
     stylizer = Stylizer(model, pad=8, max_pixels=40 * 40, tile=40, tile_statistics="approximate")
     difference = uint8_difference(untiled, stylizer.stylize_float(image))

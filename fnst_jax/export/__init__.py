@@ -60,6 +60,15 @@ def save_model(path: str | os.PathLike, model: TransformerNet, metadata: dict[st
     return write_model(path, flat_params(model), metadata)
 
 
+def save_untrained_model(
+    path: str | os.PathLike, metadata: dict[str, Any], *, seed: int = 0
+) -> Path:
+    """An untrained TransformerNet (random initialisation from `seed`) as a model file: what
+    the speed and start-up benchmarks run when no trained model is given (the weights do
+    not change the time)."""
+    return save_model(path, TransformerNet(rngs=nnx.Rngs(seed)), metadata)
+
+
 def model_metadata(
     config: ml_collections.ConfigDict,
     spec: LossSpec,
