@@ -32,7 +32,7 @@ import pytest
 from PIL import Image
 
 from configs import smoke
-from fnst_jax import evaluate, export, model_file, train_lib, train_step
+from fnst_jax import evaluate, export, model_file, train_lib, train_step, validation
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -96,12 +96,16 @@ def final_params(workdir: Path, steps: int = STEPS) -> dict[str, np.ndarray]:
 
 @pytest.mark.usefixtures("fast_compile")
 def test_two_step_run_writes_everything_and_resumes_at_its_end(tmp_path, style_image):
-    config = smoke_config(style_image, **{"train.steps": 2, "eval_every": 2, "sample_every": 2})
+    config = smoke_config(
+        style_image,
+        **{"train.steps": 2, "eval_every": 2, "sample_every": 2, "validation_size": 48},
+    )
     metrics = train_lib.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(metrics["total"])
 
     model, meta = export.load_model(tmp_path)
     assert meta["step"] == 2 and meta["pad"] == config.train.pad
+    assert meta["native_size"] == 32  # the 48 px square style at style_size 32
     assert tuple(meta["loss"]["style_layers"]) == config.loss.style_layers
     assert model(jnp.full((1, 20, 28, 3), 128.0)).shape == (1, 20, 28, 3)
 
@@ -110,6 +114,10 @@ def test_two_step_run_writes_everything_and_resumes_at_its_end(tmp_path, style_i
     assert steps_of(records, "validation") == [0, 2]
     for record in records:
         assert {"total", "content", "style", "tv", "style/relu1_1"} <= record.keys()
+    # validation_size: validation also logs the figures where users look (stroke scale auto)
+    for record in records:
+        if record["split"] == "validation":
+            assert all(np.isfinite(record[f"at48/{key}"]) for key in validation.SIZED_KEYS)
     with Image.open(tmp_path / "loss.png") as chart:
         assert chart.format == "PNG"
     with Image.open(tmp_path / "samples/step_000002.png") as grid:
