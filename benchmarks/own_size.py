@@ -60,7 +60,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stroke-scales", default="auto", help="comma-separated, e.g. auto,1")
     parser.add_argument("--upsamplers", default=stroke.DEFAULT_UPSAMPLER)
     parser.add_argument("--json", help="write every figure here")
-    parser.add_argument("--grid", help="a JPEG: each large photo, then each setting's output")
+    parser.add_argument(
+        "--grid",
+        help="a JPEG: a row for each large photo and for the first photo of each other case, "
+        "the photo then each run's output at each setting",
+    )
     return parser.parse_args()
 
 
@@ -147,7 +151,13 @@ def main() -> None:
     header = f"{'run':26s} {'stroke':>12s} {'case':14s} "
     header += f"{'style@256':>9s} {'cont@256':>8s} {'style@512':>9s} {'cont@512':>8s} {'luma':>5s}"
     print(header + "  pass")
-    results, columns = [], []
+    results = []
+    rows = {
+        (case, index): [photo]
+        for case, photos in found.items()
+        for index, (_, photo) in enumerate(photos)
+        if case == "large" or index == 0
+    }
     for run in args.runs:
         path = recipe.model_path(run, args.model)
         meta = model_file.read_metadata(path)
@@ -180,8 +190,9 @@ def main() -> None:
                         **summary,
                     }
                 )
-                if case == "large":
-                    columns.append(outputs)
+                for index, output in enumerate(outputs):
+                    if (case, index) in rows:
+                        rows[(case, index)].append(output)
     print(
         "style@N, cont@N: style reduction and content change with output and photo viewed at "
         "a longest side of N px; luma: output/photo luminance ratio (256 view)"
@@ -189,11 +200,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"bounds": BOUNDS, "results": results}, indent=1))
     if args.grid:
-        rows = [
-            [photo, *(column[i] for column in columns)]
-            for i, (_, photo) in enumerate(found["large"])
-        ]
-        evaluate.make_grid(rows, GRID_HEIGHT).convert("RGB").save(args.grid, quality=90)
+        grid = evaluate.make_grid(list(rows.values()), GRID_HEIGHT)
+        grid.convert("RGB").save(args.grid, quality=90)
         print(f"grid: {args.grid}")
 
 

@@ -223,7 +223,8 @@ def test_own_size_scores_every_case_at_both_views(
     # auto: the 72x54 photos run at the native size (32 px longest side)
     assert [p["working"] for p in auto_large["photos"]] == [[32, 24], [32, 24]]
     assert {r["pass"] for r in results if r["case"] in ("large", "large@256")} <= {"PASS", "FAIL"}
-    assert Image.open(tmp_path / "own.jpg").size[1] == 2 * module.GRID_HEIGHT
+    # rows: the 2 large photos and the first photo of each other case
+    assert Image.open(tmp_path / "own.jpg").size[1] == 5 * module.GRID_HEIGHT
 
 
 @pytest.mark.slow
