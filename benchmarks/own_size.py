@@ -4,7 +4,7 @@ writes them, scored as they are seen (a thumbnail and a screen).
     python benchmarks/own_size.py runs/a runs/b ... [--model best] \
         [--large ../shared/data/photos_large] [--photos ../shared/data/photos] \
         [--upscales 2,3] [--stroke-scales auto] [--upsamplers bicubic] \
-        [--json own_size.json] [--grid own_size.jpg]
+        [--json own_size.json] [--grid own_size.jpg] [--grid-height 384]
 
 For each run (a training workdir or a model file) and each stroke setting, the cases are:
 
@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stroke-scales", default="auto", help="comma-separated, e.g. auto,1")
     parser.add_argument("--upsamplers", default=stroke.DEFAULT_UPSAMPLER)
     parser.add_argument("--json", help="write every figure here")
+    parser.add_argument("--grid-height", type=int, default=GRID_HEIGHT, help="px a grid row")
     parser.add_argument(
         "--grid",
         help="a JPEG: a row for each large photo and for the first photo of each other case, "
@@ -200,8 +201,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"bounds": BOUNDS, "results": results}, indent=1))
     if args.grid:
-        grid = evaluate.make_grid(list(rows.values()), GRID_HEIGHT)
-        grid.convert("RGB").save(args.grid, quality=90)
+        grid = evaluate.make_grid(list(rows.values()), args.grid_height)
+        grid.convert("RGB").save(args.grid, quality=85)
         print(f"grid: {args.grid}")
 
 
