@@ -111,6 +111,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_validation_images = 8
     # Validation also scores the held-out images where users look: cropped square at this
     # size (px), stylized as stylize.py would (stroke scale auto), logged as at512/...;
-    # None: off. Costs one more network pass at that size per validation.
+    # None or 0: off. Costs one more network pass at that size per validation.
     config.validation_size = 512
     return config

@@ -9,6 +9,7 @@ test runs the same compiled (1, 64, 64, 3) program.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -109,3 +110,18 @@ def gif_durations(animation: Image.Image) -> list[int]:
         animation.seek(index)
         durations.append(animation.info["duration"])
     return durations
+
+
+STYLE_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "styles" / "mosaic.jpg"
+
+
+def style_thumbnail_jpeg() -> bytes:
+    """A <= 128 px JPEG of the mosaic style (or of a generated image without the data)."""
+    if STYLE_JPEG.is_file():
+        image = Image.open(STYLE_JPEG).convert("RGB")
+    else:
+        image = Image.fromarray(natural_image(96, 96, seed=3))
+    image.thumbnail((128, 128))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()

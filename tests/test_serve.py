@@ -1,5 +1,7 @@
 """The HTTP service (`fnst_jax.serve`), in process: every route and error through the ASGI
-app (httpx), the queue and batching, model discovery, the command line.
+app (httpx), batching through the service, the command line. The queue on its own:
+test_serve_batcher.py; model discovery: test_serve_models.py; the stroke scale:
+test_serve_stroke.py.
 
 Models are random TransformerNets (`stylize_helpers.make_test_model`, outputs spanning
 0..255) on 24-56 px images, so everything runs a few 64-px bucket programs.
@@ -20,33 +22,23 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from stylize_helpers import TEST_PAD, make_test_model, natural_image, save_multi_style_test_model
+from stylize_helpers import (
+    TEST_PAD,
+    make_test_model,
+    natural_image,
+    save_multi_style_test_model,
+    style_thumbnail_jpeg,
+)
 from stylize_helpers import run as run_stylize_py
 
-from fnst_jax import export, model_file
-from fnst_jax.serve import batcher as batcher_module
+from fnst_jax import export
 from fnst_jax.serve import cli
 from fnst_jax.serve.app import STATIC_DIR, create_app
-from fnst_jax.serve.errors import ServiceError
-from fnst_jax.serve.models import ModelSetError, find_models, load_models, thumbnail
+from fnst_jax.serve.models import load_models
 from fnst_jax.serve.service import Service, Settings, StylizeOptions
 from fnst_jax.stylize import Stylizer
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
-
-STYLE_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "styles" / "mosaic.jpg"
-
-
-def _thumbnail_jpeg() -> bytes:
-    """A <= 128 px JPEG of the mosaic style (or of a generated image without the data)."""
-    if STYLE_JPEG.is_file():
-        image = Image.open(STYLE_JPEG).convert("RGB")
-    else:
-        image = Image.fromarray(natural_image(96, 96, seed=3))
-    image.thumbnail((128, 128))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
 
 
 def save_served_models(folder: Path) -> Path:
@@ -64,7 +56,7 @@ def save_served_models(folder: Path) -> Path:
         {
             **metadata,
             "style_image": "/styles/mosaic.jpg",
-            "style_thumbnail": base64.b64encode(_thumbnail_jpeg()).decode(),
+            "style_thumbnail": base64.b64encode(style_thumbnail_jpeg()).decode(),
         },
     )
     export.save_model(folder / "candy.npz", make_test_model(1), metadata)
@@ -177,7 +169,7 @@ def test_health_models_thumbnail_and_docs(app):
     style = call(app, "GET", "/v1/models/mosaic/style")
     assert style.headers["content-type"] == "image/jpeg"
     assert (
-        style.content == _thumbnail_jpeg()
+        style.content == style_thumbnail_jpeg()
         and max(Image.open(io.BytesIO(style.content)).size) <= 128
     )
     assert_error(call(app, "GET", "/v1/models/candy/style"), 404, "no_thumbnail", "candy")
@@ -506,133 +498,6 @@ def test_not_ready_while_warming_up_then_ready(model_dir):
     finally:
         release.set()
         service.stop()
-
-
-# ----------------------------------------------------------------------------- the queue
-
-
-class _FakeStylizer:
-    """Records the batches it is given; 'stylizes' by adding 1."""
-
-    def __init__(self):
-        self.calls: list[int] = []
-
-    def bucket_shape(self, height, width):
-        return (64 * -(-height // 64), 64 * -(-width // 64))
-
-    def stylize_batch(self, images, preserve_color=False):
-        self.calls.append(len(images))
-        return [image + 1 for image in images]
-
-
-class _FakeModel:
-    def __init__(self, name="fake"):
-        self.name = name
-        self.stylizers = [_FakeStylizer()]
-
-
-def _job(model, size=8, preserve_color=False, timeout_s=30.0):
-    image = np.zeros((size, size, 3), np.uint8)
-    deadline = time.monotonic() + timeout_s
-    return batcher_module.Job(model, image, preserve_color, deadline=deadline, timeout_s=timeout_s)
-
-
-def test_batcher_takes_powers_of_two_of_one_group_and_skips_cancelled():
-    model = _FakeModel()
-    queue = batcher_module.Batcher(max_batch=8, max_wait_s=0.2, queue_size=32)
-    jobs = [_job(model) for _ in range(6)] + [
-        _job(model, size=100),
-        _job(model, preserve_color=True),
-    ]
-    futures = [queue.submit(queue.reserve(), job) for job in jobs]
-    futures[2].cancel()  # the client went away
-    queue.start()
-    results = [f.result(10) for i, f in enumerate(futures) if i != 2]
-    queue.stop()
-    # 5 live requests of one group run as 4 + 1 (no padding to 8); the other size and the
-    # other option run alone.
-    assert sorted(model.stylizers[0].calls) == [1, 1, 1, 4]
-    assert all(r.image.max() == 1 for r in results)
-    assert sorted(r.batch_size for r in results) == [1, 1, 1, 4, 4, 4, 4]
-
-
-def test_batcher_bounds_the_queue_and_drains():
-    model = _FakeModel()
-    queue = batcher_module.Batcher(max_batch=4, max_wait_s=60, queue_size=2)
-    first = queue.reserve()
-    queue.submit(first, job := _job(model))
-    second = queue.reserve()
-    with pytest.raises(ServiceError) as refused:
-        queue.reserve()
-    assert refused.value.status == 503 and "Retry-After" in refused.value.headers
-    second.release()
-    second.release()  # idempotent
-    assert queue.depth == 1
-    queue.start()
-    queue.drain()  # stops waiting the 60 s for the batch to fill
-    assert job.future.result(10).batch_size == 1
-    with pytest.raises(ServiceError) as closed:
-        queue.reserve()
-    assert closed.value.code == "shutting_down"
-    queue.stop(timeout_s=10)
-
-
-def test_batcher_fails_requests_past_their_deadline():
-    model = _FakeModel()
-    queue = batcher_module.Batcher(max_batch=4, max_wait_s=0.3, queue_size=4)
-    late = queue.submit(queue.reserve(), _job(model, timeout_s=0.05))
-    queue.start()
-    with pytest.raises(ServiceError) as error:
-        late.result(10)
-    assert error.value.status == 504
-    queue.stop()
-    assert model.stylizers[0].calls == []
-
-
-# ----------------------------------------------------------------------------- models
-
-
-def test_find_models_in_folders(tmp_path):
-    runs = tmp_path / "runs"
-    for path in [
-        runs / "mosaic" / "model.npz",
-        runs / "mosaic" / "best.npz",
-        runs / "loose" / "candy.npz",
-    ]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export.save_model(path, make_test_model(), {"pad": 0})
-    np.savez(runs / "loose" / "vgg.npz", weights=np.zeros(3))  # not a model: skipped
-    (runs / "mosaic" / "checkpoints" / "1").mkdir(parents=True)
-    export.save_model(runs / ".hidden" / "x.npz", make_test_model(), {})
-    found = dict(find_models([runs]))
-    assert found == {
-        "mosaic": runs / "mosaic" / "model.npz",
-        "mosaic-best": runs / "mosaic" / "best.npz",
-        "candy": runs / "loose" / "candy.npz",
-    }
-    assert dict(find_models([runs / "mosaic"])).keys() == {"mosaic", "mosaic-best"}
-    assert dict(find_models([runs / "loose" / "candy.npz"])) == {
-        "candy": runs / "loose" / "candy.npz"
-    }
-
-    other = tmp_path / "other" / "mosaic"
-    other.mkdir(parents=True)
-    export.save_model(other / "model.npz", make_test_model(), {})
-    with pytest.raises(ModelSetError, match="two models would be served as 'mosaic'"):
-        find_models([runs, other])
-    with pytest.raises(model_file.ModelFileError, match="no such model"):
-        find_models([tmp_path / "missing.npz"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelSetError, match="no fnst_jax model"):
-        find_models([tmp_path / "empty"])
-
-
-def test_thumbnail_is_a_base64_jpeg_or_nothing():
-    jpeg = _thumbnail_jpeg()
-    assert thumbnail({"style_thumbnail": base64.b64encode(jpeg).decode()}, "m") == jpeg
-    assert thumbnail({}, "m") is None
-    assert thumbnail({"style_thumbnail": "not base64!"}, "m") is None
-    assert thumbnail({"style_thumbnail": base64.b64encode(b"GIF89a").decode()}, "m") is None
 
 
 # ----------------------------------------------------------------------------- command line

@@ -64,30 +64,25 @@ def untiled_result():
 
 
 @pytest.mark.slow
-def test_exact_statistics_give_the_untiled_result(untiled_result):
-    """Exact mode: every tile sees its receptive field and the whole image's statistics, so
-    the tiled result is the untiled one up to float32 rounding (the issue's bound: 2/255
-    after rounding; measured here: 0 levels, raw max ~2e-4)."""
+def test_exact_statistics_give_the_untiled_statistics_and_result(untiled_result):
+    """Exact mode: the statistics gathered tile by tile are the whole image's, and every tile
+    sees its receptive field and them, so the tiled result is the untiled one up to float32
+    rounding (the bound: 2/255 after rounding; measured here: 0 levels, raw max ~2e-4)."""
     model, image, untiled = untiled_result
-    stylizer = Stylizer(model, pad=8, max_pixels=40 * 40, tile=40)
-    tiled = stylizer.stylize_float(image)
-    assert stylizer.needs_tiling(*image.shape[:2])
-    assert len(stylizer.compiled_shapes) == 1  # every tile runs in one array shape
-    assert uint8_difference(untiled, tiled).max() <= 1
-    assert np.abs(tiled - untiled).max() < 0.01
-
-
-@pytest.mark.slow
-def test_exact_statistics_equal_the_untiled_ones(untiled_result):
-    model, image, _ = untiled_result
     measured = Stylizer(model, pad=8).norm_statistics(image, 8)
     source, _ = network_input(image, 8)
-    stylizer = Stylizer(model, pad=8, tile=40)
+    stylizer = Stylizer(model, pad=8, max_pixels=40 * 40, tile=40)
     exact = tiling.exact_statistics(stylizer, source, tiling.TileGrid(*source.shape[:2], 40))
     assert len(exact) == len(measured) == tiling.NUM_NORM_LAYERS
     for (mean, var), (true_mean, true_var) in zip(exact, measured, strict=True):
         np.testing.assert_allclose(mean, true_mean, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(var, true_var, rtol=1e-4, atol=1e-4)
+
+    tiled = stylizer.stylize_float(image)
+    assert stylizer.needs_tiling(*image.shape[:2])
+    assert len(stylizer.compiled_shapes) == 1  # every tile runs in one array shape
+    assert uint8_difference(untiled, tiled).max() <= 1
+    assert np.abs(tiled - untiled).max() < 0.01
 
 
 @pytest.mark.parametrize(
