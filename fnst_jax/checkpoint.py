@@ -47,10 +47,12 @@ ADDED_KEYS = {
     "init_from": "",
     "train.only_norm_params": False,
 }
-# Config keys that may change between a run and its resumption; any other difference means
-# the workdir belongs to another experiment.
+# Config keys that may change between a run and its resumption (they do not change what is
+# trained), or be missing from a run recorded before they existed; any other difference
+# means the workdir belongs to another experiment.
 RESUMABLE_KEYS = (
     "train.steps",
+    "validation_size",
     "log_every",
     "checkpoint_every",
     "keep_checkpoints",

@@ -102,6 +102,7 @@ def test_workdir_config_check(tmp_path):
     # Resumable keys may change; the file then records the new values.
     config.train.steps = 99
     config.log_every = 7
+    config.validation_size = 64  # only what validation logs
     checkpoint.check_workdir_config(workdir, config)
     assert json.loads((workdir / checkpoint.CONFIG_FILE).read_text())["train"]["steps"] == 99
 
@@ -120,6 +121,10 @@ def test_run_recorded_before_a_key_existed_resumes_with_its_neutral_value(tmp_pa
     recorded = json.loads((workdir / checkpoint.CONFIG_FILE).read_text())
     del recorded["loss"]["stability_weight"]
     (workdir / checkpoint.CONFIG_FILE).write_text(json.dumps(recorded))
+    checkpoint.check_workdir_config(workdir, config)
+    (workdir / checkpoint.CONFIG_FILE).write_text(json.dumps(recorded))
+    del recorded["validation_size"]  # a run from before validation at the users' size
+    config.validation_size = 512
     checkpoint.check_workdir_config(workdir, config)
     (workdir / checkpoint.CONFIG_FILE).write_text(json.dumps(recorded))
     config.loss.stability_weight = 1.0
