@@ -68,13 +68,15 @@ class Evaluator:
         target_grams: Mapping[str, jax.Array],
         pad: int,
         quality_targets: quality.StyleTargets | None = None,
+        stroke_setting: stroke.Stroke | None = None,
     ) -> None:
         vgg.check_layers(spec.vgg_layers)
         self.vgg, self.spec, self.pad = vgg, spec, pad
         # When given, each image's result also holds its quality figures (`fnst_jax.quality`).
         self.quality_targets = quality_targets
-        # How `stylize_at` sizes the network's input (`setup`: from the flags and model).
-        self.stroke_setting = stroke.Stroke()
+        # How `stylize_at` sizes the network's input (`setup`: from the flags and model);
+        # None: at the image's own size.
+        self.stroke_setting = stroke_setting or stroke.Stroke()
         self.target_grams = dict(target_grams)
         graphdef, self._state = nnx.split(model)
 
@@ -283,8 +285,8 @@ def setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator, 
             **{f"style_{k}": v for k, v in quality_targets.luminance().items()},
         },
     }
-    evaluator = Evaluator(model, vgg, spec, target_grams, int(meta["pad"]), quality_targets)
-    evaluator.stroke_setting = stroke_setting
+    pad = int(meta["pad"])
+    evaluator = Evaluator(model, vgg, spec, target_grams, pad, quality_targets, stroke_setting)
     return evaluator, report
 
 
