@@ -3,8 +3,8 @@ writes them, scored as they are seen (a thumbnail and a screen).
 
     python benchmarks/own_size.py runs/a runs/b ... [--model best] \
         [--large ../shared/data/photos_large] [--photos ../shared/data/photos] \
-        [--upscales 2,3] [--stroke-scales auto] [--upsamplers bicubic] \
-        [--json own_size.json] [--grid own_size.jpg] [--grid-height 384]
+        [--upscales 2,3] [--stroke-scales auto] [--upsamplers bicubic] [--detail-passes on] \
+        [--keep-brightness on] [--json own_size.json] [--grid own_size.jpg] [--grid-height 384]
 
 For each run (a training workdir or a model file) and each stroke setting, the cases are:
 
@@ -16,8 +16,10 @@ For each run (a training workdir or a model file) and each stroke setting, the c
                  photos, with the object scale of one and none of its fine detail
 
 Each photo is stylized by the engine `stylize.py` runs (`Stylizer`), at the stroke scale's
-working size and upsampled (`fnst_jax.stroke`), and scored with `fnst_jax.quality` against
-the model's style image, with output and photo viewed at a longest side of 256 and 512 px
+working size, with its detail pass unless --detail-passes says off, upsampled, and given the
+photo's brightness unless --keep-brightness says off (`fnst_jax.stroke`; labels "1-pass"
+and "own" mark those off), and scored with `fnst_jax.quality` against the model's style
+image, with output and photo viewed at a longest side of 256 and 512 px
 (`evaluation.view_figures`; a photo smaller than a view is seen at its own size). Printed per
 case, the means over its photos: style reduction and content change at each view, the
 luminance ratio, and PASS/FAIL against the acceptance bounds (`BOUNDS`).
@@ -26,6 +28,7 @@ luminance ratio, and PASS/FAIL against the acceptance bounds (`BOUNDS`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -59,6 +62,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--upscales", default="2,3", help="held-out photos upsampled ('' none)")
     parser.add_argument("--stroke-scales", default="auto", help="comma-separated, e.g. auto,1")
     parser.add_argument("--upsamplers", default=stroke.DEFAULT_UPSAMPLER)
+    parser.add_argument(
+        "--detail-passes", default="on", help="comma-separated: on (the default), off"
+    )
+    parser.add_argument(
+        "--keep-brightness", default="on", help="comma-separated: on (the default), off"
+    )
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--grid-height", type=int, default=GRID_HEIGHT, help="px a grid row")
     parser.add_argument(
@@ -99,7 +108,10 @@ def _upscaled(rgb: np.ndarray, factor: int) -> np.ndarray:
 
 def stylize(stylizer: Stylizer, setting: stroke.Stroke, photo: np.ndarray) -> np.ndarray:
     """What stylize.py writes for `photo` at this stroke setting."""
-    return setting.finish(stylizer.stylize(setting.prepare(photo)), photo)
+    height, width = photo.shape[:2]
+    first = stylizer.stylize_batch([setting.prepare(photo)])
+    (last,) = setting.refine(first, width, height, stylizer.stylize_batch)
+    return setting.finish(last, photo)
 
 
 def verdict(case: str, views: dict[str, dict[str, float]], luminance_ratio: float) -> str:
@@ -127,6 +139,7 @@ def measure_case(
                 "photo": name,
                 "size": [width, height],
                 "working": setting.working_size(width, height),
+                "detail": setting.detail_size(width, height),
                 "views": views,
             }
         )
@@ -145,11 +158,18 @@ def main() -> None:
     args = parse_args()
     found = cases(args)
     settings = [
-        stroke.Stroke(stroke.parse_scale(scale), upsampler=upsampler)
+        stroke.Stroke(
+            stroke.parse_scale(scale),
+            upsampler=upsampler,
+            detail=detail == "on",
+            keep_brightness=keep == "on",
+        )
         for scale in args.stroke_scales.split(",")
         for upsampler in args.upsamplers.split(",")
+        for detail in args.detail_passes.split(",")
+        for keep in args.keep_brightness.split(",")
     ]
-    header = f"{'run':26s} {'stroke':>12s} {'case':14s} "
+    header = f"{'run':26s} {'stroke':>23s} {'case':14s} "
     header += f"{'style@256':>9s} {'cont@256':>8s} {'style@512':>9s} {'cont@512':>8s} {'luma':>5s}"
     print(header + "  pass")
     results = []
@@ -165,8 +185,9 @@ def main() -> None:
         targets = recipe.style_targets(meta)
         stylizer = Stylizer.from_model_file(path)
         for each in settings:
-            setting = stroke.Stroke(each.scale, stylizer.native_size, each.upsampler)
+            setting = dataclasses.replace(each, native=stylizer.native_size)
             label = f"{'auto' if each.scale is None else f'{each.scale:g}'} {each.upsampler}"
+            label += ("" if each.detail else " 1-pass") + ("" if each.keep_brightness else " own")
             for case, photos in found.items():
                 summary, outputs = measure_case(stylizer, setting, targets, photos)
                 views = summary["views"]
@@ -177,7 +198,7 @@ def main() -> None:
                     for view in ("256", "512")
                 )
                 print(
-                    f"{Path(run).name:26s} {label:>12s} {case:14s} {cells} {luminance:5.2f}  "
+                    f"{Path(run).name:26s} {label:>23s} {case:14s} {cells} {luminance:5.2f}  "
                     f"{passed}",
                     flush=True,
                 )

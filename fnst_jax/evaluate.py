@@ -14,12 +14,13 @@ before it is scored (training scores it unclipped: the two agree while it stays 
     python -m fnst_jax.evaluate --model M --images photos/ --longest-side 256 ...  (at 256 px)
 
 By default each image is scored at its own size, stylized as `stylize.py` writes it with its
-default flags (stroke scale "auto": the network at the model's native size, the result
-upsampled; `fnst_jax.stroke`), and the quality figures are reported at the full size and as
-people look at it: output and photo shown at a longest side of 256 and of 512 px
-(`evaluation.VIEW_SIZES`). `--longest-side N` scores the whole image at N px, `--image-size N`
-training's validation view (centre crop); with either, the network runs at that size
-(`--stroke-scale 1`) unless --stroke-scale says otherwise.
+default flags (stroke scale "auto": the network at the model's native size, its detail pass,
+the result upsampled and given the photo's brightness; `fnst_jax.stroke`), and the quality
+figures are reported at the full size and as people look at it: output and photo shown at a
+longest side of 256 and of 512 px (`evaluation.VIEW_SIZES`). `--longest-side N` scores the
+whole image at N px, `--image-size N` training's validation view (centre crop); with either,
+the network's own output at that size is scored (`--stroke-scale 1 --nokeep-brightness`)
+unless those flags say otherwise.
 
 prints a table (per image and mean: weighted content, style and TV loss, their total, the
 quality figures that no loss weight enters (`fnst_jax.quality`: style reduction, content
@@ -211,6 +212,16 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         stroke.DEFAULT_UPSAMPLER,
         list(stroke.UPSAMPLERS),
         "as stylize.py's: how a result stylized below the image's size is brought to it",
+        **fv,
+    )
+    flags.DEFINE_boolean(
+        "detail-pass", True, "as stylize.py's: a second pass below the image's size", **fv
+    )
+    flags.DEFINE_boolean(
+        "keep-brightness",
+        None,
+        "as stylize.py's: the output as bright as the image; default on at the images' own "
+        "size, off with --longest-side or --image-size (the network's own output)",
         **fv,
     )
     flags.DEFINE_string(

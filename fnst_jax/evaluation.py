@@ -113,16 +113,24 @@ class Evaluator:
         return stylized, time.perf_counter() - start
 
     def stylize_at(self, image: np.ndarray, scale: stroke.Stroke) -> tuple[np.ndarray, float]:
-        """One uint8 (H, W, 3) image stylized as stylize.py writes it at stroke scale
-        `scale`: the network at the working size, then upsampled to (H, W) -> (float32
-        (H, W, 3) on the 0..255 scale, steady-state seconds of the network). At the output
-        size the result is the network's own, unrounded."""
+        """One uint8 (H, W, 3) image stylized as stylize.py writes it with `scale`: the
+        network at the working size, its detail pass, upsampled to (H, W), the photo's
+        brightness kept -> (float32 (H, W, 3) on the 0..255 scale, steady-state seconds of
+        the network). At the output size without `keep_brightness` the result is the
+        network's own, unrounded."""
         working = scale.prepare(image)
         stylized, seconds = self.stylize(jnp.asarray(working, jnp.float32)[None])
-        if working.shape == image.shape:
+        if working.shape == image.shape and not scale.keep_brightness:
             return np.asarray(stylized[0]), seconds
-        output = scale.finish(image_io.to_uint8(np.asarray(stylized[0])), image)
-        return output.astype(np.float32), seconds
+        height, width = image.shape[:2]
+        detail_size = scale.detail_size(width, height)
+        last = image_io.to_uint8(np.asarray(stylized[0]))
+        if detail_size is not None:
+            detailed, detail_seconds = self.stylize(
+                jnp.asarray(scale.detail_input(last, detail_size), jnp.float32)[None]
+            )
+            last, seconds = image_io.to_uint8(np.asarray(detailed[0])), seconds + detail_seconds
+        return scale.finish(last, image).astype(np.float32), seconds
 
     def score(self, images: jax.Array, stylized: jax.Array) -> list[dict[str, float]]:
         """The weighted loss terms of each image on its own (as a batch of one), and its
@@ -260,7 +268,14 @@ def setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator, 
         scale = stroke.parse_scale(given if given is not None else stroke.AUTO if own_size else 1)
     except stroke.StrokeScaleError as e:
         raise SetupError(f"--stroke-scale: {e}") from None
-    stroke_setting = stroke.Stroke(scale, stroke.native_size(meta), flag["upsampler"])
+    keep = flag["keep-brightness"]
+    stroke_setting = stroke.Stroke(
+        scale,
+        stroke.native_size(meta),
+        flag["upsampler"],
+        detail=flag["detail-pass"],
+        keep_brightness=own_size if keep is None else keep,
+    )
     report = {
         "model": str(flag["model"]),
         "model_style": meta.get("model_style"),
@@ -271,6 +286,8 @@ def setup(flag: Mapping[str, Any], model_style: str | None) -> tuple[Evaluator, 
         "stroke_scale": "auto" if scale is None else scale,
         "native_size": stroke_setting.native,
         "upsampler": stroke_setting.upsampler,
+        "detail_pass": stroke_setting.detail,
+        "keep_brightness": stroke_setting.keep_brightness,
         "view_sizes": list(VIEW_SIZES),
         "loss": dataclasses.asdict(spec),
         "vgg": {"weights": weights, "preprocessing": vgg.preprocessing},

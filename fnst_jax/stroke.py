@@ -16,24 +16,35 @@ strokes are a faint texture. The stroke scale S sets the resolution the network 
                                       it first scored worse: docs/experiments/own_size.md),
                                       and a model that records no native size at S = 1.
 
-The network's output at the working size is brought back to the output size by an upsampler
+Painting at the native size gives strokes the right size but no detail finer than the
+native size's pixels: seen on a screen (a longest side of 512 px and more), a large photo
+stylized that way is a blurred picture. So when the working size is smaller than the output,
+the network paints once more, a detail pass (`detail`, on by default): over its own output
+upsampled (bicubic) to `DETAIL_FACTOR` times the working size, at most the output size. The
+second pass keeps the first's large strokes and adds the model's own texture at half their
+size, which is what a screen shows (docs/experiments/own_size.md). At S <= 1 there is no
+detail pass.
+
+The network's last output is brought back to the output size by an upsampler
 (`UPSAMPLERS`): "bicubic", or "guided", a guided filter (He, Sun and Tang, 2013, in its
 fast, subsampled form) whose guide is the full-resolution photo, so that the photo's edges
-stay sharp. `Stroke` does both ends for every path that stylizes: stylize.py's images,
-folders, tiles and videos, the service, evaluate. No JAX here.
+stay sharp. Last, the output is given the photo's mean brightness (`keep_brightness`, on by
+default; `fnst_jax.brightness`: the network cannot see it). `Stroke` does both ends for
+every path that stylizes: stylize.py's images, folders, tiles and videos, the service,
+evaluate, training's validation at the users' size. No JAX here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fnst_jax import image_io
+from fnst_jax import brightness, image_io
 
 AUTO = "auto"
 NATIVE_SIZE_KEY = "native_size"  # model metadata: the style's longest side as trained, px
@@ -41,6 +52,7 @@ UPSAMPLERS = ("bicubic", "guided")
 DEFAULT_UPSAMPLER = "bicubic"
 MIN_WORKING_SIDE = 16  # px: smaller working images give the network nothing to paint
 MAX_UPSCALE = 8.0  # a working image at most 8x the output's side (tiny outputs, large S^-1)
+DETAIL_FACTOR = 2.0  # the detail pass runs at this times the working size (at most the output's)
 # The guided filter, on the working image: window radius (px) and regularisation on the
 # 0..1 scale (a smaller eps follows the photo's edges more closely).
 GUIDED_RADIUS = 2
@@ -84,12 +96,16 @@ def style_native_size(style_sizes: list[tuple[int, int]], style_size: int | None
 
 @dataclasses.dataclass(frozen=True)
 class Stroke:
-    """The stroke scale of a run: `scale` (None: automatic from `native`), the model's
-    `native` size (None: unknown) and the upsampler."""
+    """How the network's output becomes what is written: the stroke scale `scale` (None:
+    automatic from `native`), the model's `native` size (None: unknown), the upsampler,
+    whether a working size below the output's gets a detail pass, and whether the output
+    keeps the photo's brightness."""
 
     scale: float | None = None
     native: int | None = None
     upsampler: str = DEFAULT_UPSAMPLER
+    detail: bool = True
+    keep_brightness: bool = True  # the output as bright as the photo (`fnst_jax.brightness`)
 
     def __post_init__(self) -> None:
         if self.upsampler not in UPSAMPLERS:
@@ -119,6 +135,36 @@ class Stroke:
             )
         return size
 
+    def detail_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """(width, height) of the detail pass for an output of (width, height); None when
+        there is none (no detail pass, or the network already runs at the output size or
+        above)."""
+        working = self.working_size(width, height)
+        if not self.detail or max(working) >= max(width, height):
+            return None
+        factor = min(1.0, DETAIL_FACTOR * max(working) / max(width, height))
+        return max(1, round(width * factor)), max(1, round(height * factor))
+
+    def detail_input(self, stylized: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The detail pass's input: the first pass's uint8 output upsampled to `size`
+        (`detail_size`)."""
+        return image_io.resize(stylized, size, resample=Image.Resampling.BICUBIC)
+
+    def refine(
+        self,
+        stylized: Sequence[np.ndarray],
+        width: int,
+        height: int,
+        stylize: Callable[[list[np.ndarray]], list[np.ndarray]],
+    ) -> list[np.ndarray]:
+        """The network's uint8 outputs at the working size of (width, height) outputs, after
+        the detail pass (`stylize`: the network on a list of uint8 images of one size); as
+        they are when there is none."""
+        size = self.detail_size(width, height)
+        if size is None:
+            return list(stylized)
+        return stylize([self.detail_input(image, size) for image in stylized])
+
     def prepare(self, photo: np.ndarray) -> np.ndarray:
         """The network's input for a uint8 (H, W, 3) photo at the output size."""
         height, width = photo.shape[:2]
@@ -127,22 +173,26 @@ class Stroke:
     def finish(
         self, stylized: np.ndarray, photo: np.ndarray, *, preserve_color: bool = False
     ) -> np.ndarray:
-        """The network's uint8 output at the working size -> uint8 at `photo`'s size (the
-        photo guides the "guided" upsampler); `preserve_color`: then the photo's colours
-        with the stylized luminance. At the same size it comes back as it is (the engine
-        preserved the colours itself)."""
+        """The network's last uint8 output (after `refine`) -> what is written for `photo`:
+        upsampled to its size (the photo guides the "guided" upsampler); with
+        `preserve_color`, the photo's colours with the stylized luminance (at the same size
+        the engine preserved them itself); then, with `keep_brightness`, the photo's mean
+        luma (`fnst_jax.brightness`). At the same size and without `keep_brightness` it
+        comes back as it is."""
         height, width = photo.shape[:2]
         if stylized.shape[:2] == (height, width):
-            return stylized
-        if self.upsampler == "guided":
-            upsampled = guided_upsample(stylized, photo)
+            output = stylized
+        elif self.upsampler == "guided":
+            output = guided_upsample(stylized, photo)
         else:
-            upsampled = image_io.resize(
-                stylized, (width, height), resample=Image.Resampling.BICUBIC
-            )
-        if preserve_color:
-            return image_io.to_uint8(image_io.transfer_luminance(upsampled, photo))
-        return upsampled
+            output = image_io.resize(stylized, (width, height), resample=Image.Resampling.BICUBIC)
+        if preserve_color and output is not stylized:
+            output = image_io.to_uint8(image_io.transfer_luminance(output, photo))
+        if self.keep_brightness:
+            output = brightness.keep(output, photo)
+            if preserve_color:  # the curve moved the colours: the photo's again
+                output = image_io.to_uint8(image_io.transfer_luminance(output, photo))
+        return output
 
 
 def _box_mean(image: np.ndarray, radius: int) -> np.ndarray:

@@ -52,6 +52,7 @@ from fnst_jax.train_step import (
     init_state,
     make_eval_fn,
     make_optimizer,
+    make_stylize_fn,
 )
 from fnst_jax.validation import SizedView, Validation, prepare_validation
 from fnst_jax.vgg import VGG19
@@ -186,6 +187,7 @@ def _set_up(
             quality_grams=styles.quality_grams(vgg, image_size=config.train.image_size),
             names=styles.names,
             sized=_sized_view(config, vgg, styles),
+            stylize=make_stylize_fn(step_config),
         ),
         checkpointer=checkpointer,
         monitor=monitor,

@@ -391,3 +391,23 @@ def make_eval_fn(config: StepConfig, *, clip_to_pixels: bool = False) -> EvalFn:
         return terms, stylized
 
     return evaluate
+
+
+StylizeFn = Callable[..., jax.Array]
+
+
+def make_stylize_fn(config: StepConfig) -> StylizeFn:
+    """The network's outputs alone, clipped to `losses.PIXEL_RANGE` (jitted): (params, images,
+    target_grams, style) -> stylized, for views that need no loss (validation at the users'
+    size). `style` as `make_eval_fn`'s; `target_grams` only says how many styles there are."""
+
+    @jax.jit
+    def stylize(
+        params: Params, images: jax.Array, target_grams: dict, style: jax.Array | int = 0
+    ) -> jax.Array:
+        model = nnx.merge(config.graphdef, params)
+        style_index = jnp.asarray(style, jnp.int32)
+        _, _, style_input = select_style(target_grams, config, style_index, images.shape[0])
+        return to_pixel_range(stylize_padded(model, images, config.pad, style_input))
+
+    return stylize

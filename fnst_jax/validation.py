@@ -7,13 +7,14 @@ stability term's perturbations fixed, the quality figures (`fnst_jax.quality`) a
 style image at the validation size. With `config.validation_size` the quality figures are
 also taken where users look (`SizedView`): the same held-out images cropped at that size,
 stylized as stylize.py would (stroke scale auto: the network at the model's native size,
-then upsampled; `fnst_jax.stroke`), logged as `at{size}/style_reduction` and so on.
+its detail pass, then upsampled; `fnst_jax.stroke`), logged as `at{size}/style_reduction` and so on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 
 from fnst_jax import data, image_io, quality, stroke
 from fnst_jax.files import write_text_atomic
-from fnst_jax.train_step import EvalFn, Params
+from fnst_jax.train_step import EvalFn, Params, StylizeFn
 from fnst_jax.vgg import VGG19
 
 VALIDATION_FILE = "validation_images.txt"
@@ -103,12 +104,24 @@ class SizedView:
         working = np.stack([setting.prepare(photo) for photo in photos])
         return cls(size=size, photos=photos, working=working, setting=setting, grams=grams)
 
-    def figures(self, stylized: jax.Array, vgg: VGG19, style: int) -> dict[str, float]:
-        """The `SIZED_KEYS` figures of the network's outputs on `working`, upsampled."""
+    def figures(
+        self,
+        stylize: Callable[[np.ndarray], jax.Array],
+        vgg: VGG19,
+        style: int,
+    ) -> dict[str, float]:
+        """The `SIZED_KEYS` figures of the network (`stylize`: (B, h, w, 3) -> its clipped
+        outputs) run on `working`, its detail pass and the upsampling."""
+
+        def network(images: list[np.ndarray]) -> list[np.ndarray]:
+            return list(image_io.to_uint8(np.asarray(stylize(np.stack(images)))))
+
+        height, width = self.photos.shape[1:3]
+        last = self.setting.refine(network(list(self.working)), width, height, network)
         outputs = np.stack(
             [
-                self.setting.finish(image_io.to_uint8(np.asarray(output)), photo)
-                for output, photo in zip(stylized, self.photos, strict=True)
+                self.setting.finish(output, photo)
+                for output, photo in zip(last, self.photos, strict=True)
             ]
         )
         means = quality.mean_figures(vgg, self.photos, outputs, self.grams[style])
@@ -132,14 +145,20 @@ class Validation:
     quality_grams: list[dict[str, jax.Array]] | None  # per trained style; None: no figures
     names: list[str]  # of the trained styles
     sized: SizedView | None = None  # the figures at the size users stylize at, if any
+    stylize: StylizeFn | None = None  # `train_step.make_stylize_fn`: what `sized` runs
 
     def _one(self, params: Params, style: int) -> tuple[dict[str, float], jax.Array]:
         terms, stylized = self.evaluate(params, self.images, self.vgg, self.target_grams, style)
         grams = None if self.quality_grams is None else self.quality_grams[style]
         logged = figures(terms, self.images, stylized, self.vgg, grams)
         if self.sized is not None:
-            _, large = self.evaluate(params, self.sized.working, self.vgg, self.target_grams, style)
-            logged.update(self.sized.figures(large, self.vgg, style))
+
+            def stylize(images: np.ndarray) -> jax.Array:
+                if self.stylize is None:
+                    return self.evaluate(params, images, self.vgg, self.target_grams, style)[1]
+                return self.stylize(params, images, self.target_grams, style)
+
+            logged.update(self.sized.figures(stylize, self.vgg, style))
         return logged, stylized
 
     def __call__(self, params: Params) -> tuple[dict[str, float], np.ndarray]:

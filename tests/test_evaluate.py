@@ -16,6 +16,7 @@ from flax import nnx
 from PIL import Image
 
 from fnst_jax import (
+    brightness,
     evaluate,
     evaluation,
     evaluation_report,
@@ -23,7 +24,6 @@ from fnst_jax import (
     image_io,
     losses,
     quality,
-    stroke,
     train_step,
     vgg_weights,
 )
@@ -330,12 +330,16 @@ def test_cli_own_size_without_baseline(model_file, small_vgg, tmp_path, monkeypa
             "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": False,
             "image-size": None, "longest-side": None, "baseline-optimizer": "lbfgs",
             "baseline-init": "content", "stroke-scale": None, "upsampler": "bicubic",
+            "detail-pass": True, "keep-brightness": None,
         },
         None,
     )  # fmt: skip
-    image = jnp.asarray(np.asarray(Image.open(tmp_path / "c.png")), jnp.float32)[None]
-    stylized, _ = evaluator.stylize(image)
-    expected = quality.figures(small_vgg, image, stylized, evaluator.quality_targets.at(44))
+    photo = np.asarray(Image.open(tmp_path / "c.png"))
+    stylized, _ = evaluator.stylize(jnp.asarray(photo, jnp.float32)[None])
+    # as stylize.py writes it: rounded, the photo's brightness kept
+    written = brightness.keep(image_io.to_uint8(np.asarray(stylized[0])), photo)
+    targets = evaluator.quality_targets.at(44)
+    expected = quality.figures(small_vgg, photo[None], written[None], targets)
     assert summary["style_reduction"] == pytest.approx(float(expected["style_reduction"][0]))
 
 
@@ -412,11 +416,16 @@ def test_cli_own_size_runs_at_the_native_size_and_longest_side_does_not(
         "vgg-preprocessing": None, "style": None, "style-size": None, "full-size": False,
         "image-size": None, "longest-side": None, "baseline-optimizer": "lbfgs",
         "baseline-init": "content", "stroke-scale": None, "upsampler": "bicubic",
+            "detail-pass": True, "keep-brightness": None,
     }  # fmt: skip
     evaluator, _ = evaluation.setup(flags_dict, None)
     working = image_io.resize(photo, (22, 18))
     stylized, _ = evaluator.stylize(jnp.asarray(working, jnp.float32)[None])
-    output = stroke.Stroke(2.0).finish(image_io.to_uint8(np.asarray(stylized[0])), photo)
+    # The detail pass: at twice the working size, here the image's own (44x36).
+    first = image_io.to_uint8(np.asarray(stylized[0]))
+    upsampled = image_io.resize(first, (44, 36), resample=Image.Resampling.BICUBIC)
+    detailed, _ = evaluator.stylize(jnp.asarray(upsampled, jnp.float32)[None])
+    output = brightness.keep(image_io.to_uint8(np.asarray(detailed[0])), photo)
     (expected,) = quality.measure(evaluator.quality_targets, photo[None], output[None])
     assert own["images"][0]["style_reduction"] == pytest.approx(expected["style_reduction"])
 

@@ -1,6 +1,7 @@
 """The service's stroke scale (`?stroke_scale=`, `?upsampler=`, `fnst_jax.stroke`): the bytes
-`stylize.py --stroke-scale` writes, the network at the model's native size for "auto", and
-bad values refused with the parameter's name while the service keeps serving.
+`stylize.py --stroke-scale` writes (with `?detail_pass=` and `?keep_brightness=`), the
+network at the model's native size for "auto", and bad values refused with the parameter's
+name while the service keeps serving.
 
 Models: the random test model saved twice, without a native size (`plain`) and with one of
 32 px (`native`); images of 20-56 px, so every network call runs a 64-px bucket program.
@@ -16,7 +17,7 @@ from stylize_helpers import TEST_PAD, make_test_model, natural_image, save
 from stylize_helpers import run as run_stylize_py
 from test_serve import assert_error, call, decode, png_bytes, running_service
 
-from fnst_jax import export
+from fnst_jax import brightness, export
 from fnst_jax.stylize import Stylizer
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -68,14 +69,17 @@ def test_scale_1_is_the_output_without_a_stroke_scale(app, model_dir):
     native = post(app, "model=native&stroke_scale=1&preserve_color=true", body)
     assert native.headers["x-working-size"] == "44x30"
     reference = Stylizer.from_model_file(model_dir / "native.npz")
-    assert (decode(native) == reference.stylize(image, preserve_color=True)).all()
+    expected = brightness.keep(reference.stylize(image, preserve_color=True), image)
+    assert (decode(native) == expected).all()
 
 
 @pytest.mark.parametrize(
     "query, flags, working",
     [
-        # auto: S = 48 / 32 = 1.5, the network at the native size (32 px longest side)
+        # auto: S = 48 / 32 = 1.5, the network at the native size (32 px longest side),
+        # then its detail pass at the output size
         ("size=48", ["--size=48"], "32x23"),
+        ("size=48&detail_pass=false", ["--size=48", "--nodetail-pass"], "32x23"),
         (
             "size=48&stroke_scale=2&upsampler=guided&preserve_color=true",
             ["--size=48", "--stroke-scale=2", "--upsampler=guided", "--preserve-color"],
@@ -95,6 +99,8 @@ def test_rescaled_requests_are_what_stylize_py_writes(
     response = post(app, f"model=native&{query}", photo.read_bytes())
     assert response.status_code == 200, response.text
     assert response.headers["x-working-size"] == working
+    detail = None if "detail_pass=false" in query else "48x34"
+    assert response.headers.get("x-detail-size") == detail
     assert Image.open(output).size == (48, 34)
     assert response.content == output.read_bytes()
 

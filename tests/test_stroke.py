@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from stylize_helpers import TEST_PAD, make_test_model, natural_image, run, save
 
-from fnst_jax import export, image_io, stroke
+from fnst_jax import brightness, export, image_io, stroke
 from fnst_jax.stylize.engine import Stylizer
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -44,6 +44,26 @@ def test_working_size():
         stroke.Stroke(upsampler="nearest")
 
 
+def test_detail_pass_size():
+    auto = stroke.Stroke(None, native=256)
+    assert auto.detail_size(1024, 680) == (512, 340)  # twice the working size (256x170)
+    assert auto.detail_size(400, 300) == (400, 300)  # at most the output size
+    assert auto.detail_size(256, 170) is None  # the network at the output size: no pass
+    assert stroke.Stroke(0.5).detail_size(100, 50) is None  # nor above it
+    assert stroke.Stroke(None, native=256, detail=False).detail_size(1024, 680) is None
+    assert stroke.Stroke(3.0).detail_size(900, 600) == (600, 400)
+    calls = []
+
+    def network(images):
+        calls.append(images[0].shape)
+        return [255 - image for image in images]
+
+    first = [np.full((170, 256, 3), 10, np.uint8)]
+    (last,) = auto.refine(first, 1024, 680, network)
+    assert calls == [(340, 512, 3)] and last.shape == (340, 512, 3) and (last == 245).all()
+    assert auto.refine(first, 256, 170, network)[0] is first[0] and len(calls) == 1
+
+
 def test_native_size_of_styles():
     assert stroke.style_native_size([(470, 391)], None) == 470
     assert stroke.style_native_size([(470, 391)], 256) == 308  # mosaic.jpg as the quick start
@@ -52,16 +72,19 @@ def test_native_size_of_styles():
     assert stroke.native_size({}) is None and stroke.native_size(None) is None
 
 
-def test_finish_same_size_is_the_input_itself():
-    image = natural_image(20, 30)
-    assert stroke.Stroke(2.0).finish(image, image, preserve_color=True) is image
+def test_finish_same_size_is_the_input_itself_or_its_brightness_kept():
+    image, photo = natural_image(20, 30), natural_image(20, 30, seed=4) // 2
+    plain = stroke.Stroke(2.0, keep_brightness=False)
+    assert plain.finish(image, photo, preserve_color=True) is image
+    kept = stroke.Stroke(2.0).finish(image, photo, preserve_color=True)
+    np.testing.assert_array_equal(kept, brightness.keep(image, photo))
 
 
 @pytest.mark.parametrize("upsampler", stroke.UPSAMPLERS)
 def test_upsamplers_reach_the_output_size_and_keep_colours_when_asked(upsampler):
     photo = natural_image(61, 90, seed=3)
     small = image_io.resize(255 - photo, (30, 20))  # a "stylized" result at a third
-    setting = stroke.Stroke(3.0, upsampler=upsampler)
+    setting = stroke.Stroke(3.0, upsampler=upsampler, keep_brightness=False)
     out = setting.finish(small, photo)
     assert out.shape == photo.shape and out.dtype == np.uint8
     kept = setting.finish(small, photo, preserve_color=True).astype(np.float32)
@@ -102,9 +125,14 @@ def native_model(tmp_path_factory) -> Path:
 def test_stylize_py_stroke_scale_1_is_the_plain_output(native_model, tmp_path):
     photo = natural_image(45, 70, seed=5)
     source = save(tmp_path / "in.png", photo)
-    assert run(native_model, tmp_path / "one.png", source, extra=["--stroke-scale=1"]) == 0
+    extra = ["--stroke-scale=1", "--nokeep-brightness"]
+    assert run(native_model, tmp_path / "one.png", source, extra=extra) == 0
     plain = Stylizer.from_model_file(native_model).stylize(photo)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "one.png")), plain)
+    # and with the default --keep-brightness, the same pixels through its tone curve
+    assert run(native_model, tmp_path / "kept.png", source, extra=["--stroke-scale=1"]) == 0
+    kept = np.asarray(Image.open(tmp_path / "kept.png"))
+    np.testing.assert_array_equal(kept, brightness.keep(plain, photo))
 
 
 @pytest.mark.parametrize("upsampler", stroke.UPSAMPLERS)
@@ -116,8 +144,16 @@ def test_stylize_py_auto_runs_at_the_native_size(native_model, tmp_path, upsampl
     setting = stroke.Stroke(None, native=32, upsampler=upsampler)
     working = setting.prepare(photo)
     assert working.shape == (21, 32, 3)
-    expected = setting.finish(Stylizer.from_model_file(native_model).stylize(working), photo)
+    stylizer = Stylizer.from_model_file(native_model)
+    first = stylizer.stylize(working)
+    detailed = stylizer.stylize(setting.detail_input(first, (64, 41)))  # the detail pass
+    expected = setting.finish(detailed, photo)
     np.testing.assert_array_equal(np.asarray(Image.open(out)), expected)
+    # --nodetail-pass: the first pass, upsampled
+    one_pass = tmp_path / "one_pass.png"
+    extra = [f"--upsampler={upsampler}", "--nodetail-pass"]
+    assert run(native_model, one_pass, source, extra=extra) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(one_pass)), setting.finish(first, photo))
 
 
 def test_stylize_py_rejects_a_bad_stroke_scale(native_model, tmp_path, capsys):

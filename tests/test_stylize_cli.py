@@ -19,6 +19,7 @@ from stylize_helpers import (
     save_test_model,
 )
 
+from fnst_jax import brightness
 from fnst_jax.stylize import cli
 from fnst_jax.stylize.engine import Stylizer
 
@@ -169,7 +170,8 @@ def test_real_entry_point_exit_codes(model_path, tmp_path):
 
 def test_multi_style_model_styles_mixes_and_all(tmp_path, capsys):
     """--style NAME, --style all (one output per style, named after it) and --style-mix on a
-    2-style model; each output is the engine's in that style; no choice lists the styles."""
+    2-style model; each output is the engine's in that style (the photo's brightness kept);
+    no choice lists the styles."""
     model = save_multi_style_test_model(tmp_path / "duo.npz")
     image = natural_image(24, 20, seed=3)
     source = save(tmp_path / "in" / "photo.png", image)
@@ -182,11 +184,12 @@ def test_multi_style_model_styles_mixes_and_all(tmp_path, capsys):
     assert stylizer.style_names == ["dots", "waves"]
     for name, style in [("dots", 0), ("waves", 1)]:
         with Image.open(tmp_path / "all" / f"photo_duo_{name}.png") as written:
-            expected = stylizer.with_style(style).stylize(image)
+            expected = brightness.keep(stylizer.with_style(style).stylize(image), image)
             np.testing.assert_array_equal(np.asarray(written), expected)
     with Image.open(tmp_path / "mix.png") as written:
         mixed = np.asarray(written)
-    np.testing.assert_array_equal(mixed, stylizer.with_style([0.25, 0.75]).stylize(image))
+    expected = brightness.keep(stylizer.with_style([0.25, 0.75]).stylize(image), image)
+    np.testing.assert_array_equal(mixed, expected)
     dots = np.asarray(Image.open(tmp_path / "all" / "photo_duo_dots.png"), float)
     assert np.abs(dots - mixed).mean() > 1  # the styles differ
 

@@ -124,6 +124,7 @@ def test_temporal_blend_of_video_frames(model_path, tmp_path, monkeypatch, capsy
     the previous output along the input's optical flow (`temporal.TemporalBlender`)."""
     pytest.importorskip("cv2")
     from fnst_jax import temporal
+    from fnst_jax.stroke import Stroke
     from fnst_jax.stylize import loading
     from fnst_jax.stylize import run as runs
     from fnst_jax.stylize.inputs import Options
@@ -139,7 +140,7 @@ def test_temporal_blend_of_video_frames(model_path, tmp_path, monkeypatch, capsy
             pass
 
     def stylized(alpha):
-        options = Options(temporal_blend=alpha)
+        options = Options(temporal_blend=alpha, stroke=Stroke(keep_brightness=False))
         return list(runs._stylized_frames(iter(frames), stylizer, (64, 48), 2, options, Bar()))
 
     for got, expected in zip(stylized(0.0), plain, strict=True):

@@ -60,6 +60,7 @@ TIMING_HEADERS = [
     "X-Network-Time-Ms",
     "X-Queue-Time-Ms",
     "X-Working-Size",
+    "X-Detail-Size",
 ]
 # The page loads nothing from elsewhere; the result and the webcam are blob: URLs. Running
 # on the device compiles the runtime's WebAssembly ('wasm-unsafe-eval': WebAssembly only,
@@ -185,8 +186,9 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {content_type: {} for content_type in images.CONTENT_TYPES.values()},
         "description": "The stylized image. X-Batch-Size: requests in its network call; "
-        "X-Network-Time-Ms: that call's time; X-Working-Size: the WIDTHxHEIGHT the network "
-        "ran at (the stroke scale's); Server-Timing: decode, queue, network, encode.",
+        "X-Network-Time-Ms: the network's time (both passes'); X-Working-Size: the "
+        "WIDTHxHEIGHT the network ran at (the stroke scale's); X-Detail-Size: its detail "
+        "pass's, when it had one; Server-Timing: decode, queue, network, encode.",
     },
     **{
         status: {"description": description}
@@ -312,6 +314,17 @@ def create_app(service: Service) -> FastAPI:
             description="How a result stylized below the output size is brought to it "
             "(guided: a guided filter on the full-size photo, sharper photo edges)",
         ),
+        detail_pass: bool = Query(
+            True,
+            description="Below the output size, a second network pass over the upsampled "
+            "result at twice the working size (at most the output size): the model's texture "
+            "at screen scale (X-Detail-Size says where it ran)",
+        ),
+        keep_brightness: bool = Query(
+            True,
+            description="Give the output the photo's mean brightness with a tone curve (the "
+            "network cannot see it: a night photo stays dark); false: the network's own",
+        ),
     ) -> Response:
         arrived = time.monotonic()
         service.check_ready()
@@ -325,6 +338,8 @@ def create_app(service: Service) -> FastAPI:
             mix,
             stroke_scale=_stroke_scale(stroke_scale),
             upsampler=upsampler,
+            detail_pass=detail_pass,
+            keep_brightness=keep_brightness,
         )
         service.style_mix(service.model(model), mix)  # 404 / 400 before the body is read
         body = await _read_body(request, settings.max_upload_bytes)

@@ -80,6 +80,8 @@ class StylizeOptions:
     mix: str | None = None  # multi-style models: NAME:W,NAME:W (stylize --style-mix)
     stroke_scale: float | None = None  # parsed ?stroke_scale= (None: auto), stroke.parse_scale
     upsampler: str = stroke.DEFAULT_UPSAMPLER
+    detail_pass: bool = True  # ?detail_pass=: the detail pass below the output size
+    keep_brightness: bool = True  # ?keep_brightness=: the photo's mean brightness
 
 
 @dataclasses.dataclass
@@ -297,7 +299,14 @@ class Service:
         model = self.model(options.model)
         loop = asyncio.get_running_loop()
         deadline = arrived + self.settings.timeout_s
-        strokes = stroke.Stroke(options.stroke_scale, model.native_size, options.upsampler)
+        strokes = stroke.Stroke(
+            options.stroke_scale,
+            model.native_size,
+            options.upsampler,
+            detail=options.detail_pass,
+            keep_brightness=options.keep_brightness,
+        )
+        style = self.style_mix(model, options.mix)
         ticket = self.batcher.reserve()
         try:
             decode_started = time.monotonic()
@@ -305,23 +314,38 @@ class Service:
                 self.pool, self._prepare, body, content_type, options.size, strokes
             )
             decode_s = time.monotonic() - decode_started
-            job = Job(
-                model,
-                prepared.working,
-                # The network keeps the colours at the output size only; a rescaled image
-                # takes them from the full-size photo in `_finish`. Jobs of one batch share
-                # this flag (the batcher groups by it).
-                options.preserve_color and prepared.working.shape == prepared.photo.shape,
-                deadline=deadline,
-                timeout_s=self.settings.timeout_s,
-                style=self.style_mix(model, options.mix),
+            # The network keeps the colours at the output size only; a rescaled image takes
+            # them from the full-size photo in `_finish`.
+            preserve = options.preserve_color and prepared.working.shape == prepared.photo.shape
+            future = self.batcher.submit(
+                ticket, self._job(model, prepared.working, preserve, deadline, style)
             )
-            future = self.batcher.submit(ticket, job)
         finally:
             ticket.release()  # no-op once submitted
         result = await self._wait(future, deadline, client_gone)
         if result is None:
             return None
+        height, width = prepared.photo.shape[:2]
+        detail_size = strokes.detail_size(width, height)
+        if detail_size is not None:  # the detail pass: a second trip through the queue
+            detail_input = await loop.run_in_executor(
+                self.pool, strokes.detail_input, result.image, detail_size
+            )
+            ticket = self.batcher.reserve()
+            try:
+                future = self.batcher.submit(
+                    ticket, self._job(model, detail_input, False, deadline, style)
+                )
+            finally:
+                ticket.release()
+            detailed = await self._wait(future, deadline, client_gone)
+            if detailed is None:
+                return None
+            result = dataclasses.replace(
+                detailed,
+                network_s=result.network_s + detailed.network_s,
+                queued_s=result.queued_s + detailed.queued_s,
+            )
         output_format = images.output_format(options.format, prepared.decoded.source_format)
         encode_started = time.monotonic()
         data = await loop.run_in_executor(
@@ -331,7 +355,28 @@ class Service:
         headers = _timing_headers(model.name, result, decode_s, encode_s, output_format)
         working_height, working_width = prepared.working.shape[:2]
         headers["X-Working-Size"] = f"{working_width}x{working_height}"  # the network's input
+        if detail_size is not None:
+            headers["X-Detail-Size"] = f"{detail_size[0]}x{detail_size[1]}"  # its detail pass
         return Reply(data, images.CONTENT_TYPES[output_format], headers)
+
+    def _job(
+        self,
+        model: ServedModel,
+        image: np.ndarray,
+        preserve_color: bool,
+        deadline: float,
+        style: tuple[float, ...] | None,
+    ) -> Job:
+        """A network pass over `image` for the batcher (jobs of one batch share
+        `preserve_color` and `style`: the batcher groups by them)."""
+        return Job(
+            model,
+            image,
+            preserve_color,
+            deadline=deadline,
+            timeout_s=self.settings.timeout_s,
+            style=style,
+        )
 
     async def _wait(
         self,

@@ -163,6 +163,22 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "(a guided filter on the full-size photo: sharper photo edges).",
         **fv,
     )
+    flags.DEFINE_boolean(
+        "detail-pass",
+        True,
+        "Below the output size, paint once more over the upsampled result at twice the "
+        "working size (at most the output size): the model's texture at screen scale "
+        "(docs/stylize.md#stroke-size). --nodetail-pass: one pass.",
+        **fv,
+    )
+    flags.DEFINE_boolean(
+        "keep-brightness",
+        True,
+        "Give the output the photo's mean brightness with a tone curve (the network cannot "
+        "see it: a night photo stays dark; docs/stylize.md#brightness). --nokeep-brightness: "
+        "the network's own brightness.",
+        **fv,
+    )
     flags.DEFINE_float(
         "temporal-blend",
         0.0,
@@ -258,7 +274,13 @@ def _stylize(fv: flags.FlagValues, positional: list[str], stream: TextIO) -> int
     )
     options = dataclasses.replace(
         options,
-        stroke=stroke.Stroke(stroke_scale, stylizer.native_size, fv["upsampler"].value),
+        stroke=stroke.Stroke(
+            stroke_scale,
+            stylizer.native_size,
+            fv["upsampler"].value,
+            detail=fv["detail-pass"].value,
+            keep_brightness=fv["keep-brightness"].value,
+        ),
     )
     if stroke_scale is None and stylizer.native_size is None and not options.quiet:
         reporter.info(

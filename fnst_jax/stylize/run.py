@@ -174,10 +174,14 @@ class _ImageRun:
 
     def stylize_items(self, items: Sequence[_Prepared]) -> None:
         """Run the network on `items` and queue their encodes."""
+        output_h, output_w = items[0].photo.shape[:2]
         try:
             results = self.stylizer.stylize_batch(
                 [item.rgb for item in items],
                 preserve_color=_preserve_in_network(items[0].rgb, items[0].photo, self.options),
+            )
+            results = self.options.stroke.refine(
+                results, output_w, output_h, self.stylizer.stylize_batch
             )
         except Exception as e:  # e.g. out of memory: report, keep going
             for item in items:
@@ -239,8 +243,9 @@ def _stylized_frames(
     bar: Any,
 ) -> Iterator[np.ndarray]:
     """Resize frames to `size` (width, height) and stylize them `batch` at a time at the
-    stroke scale's working size; with `options.temporal_blend`, blend each with the previous
-    output along the input's optical flow (`temporal.TemporalBlender`), then upsample."""
+    stroke scale's working size, and its detail pass; with `options.temporal_blend`, blend
+    each with the previous output along the input's optical flow
+    (`temporal.TemporalBlender`), then upsample."""
     blender = None
     if options.temporal_blend:
         from fnst_jax.temporal import TemporalBlender  # OpenCV: only for --temporal-blend
@@ -251,9 +256,12 @@ def _stylized_frames(
         working = [options.stroke.prepare(frame) for frame in group]
         preserve = _preserve_in_network(working[0], group[0], options)
         stylized = stylizer.stylize_batch(working, preserve_color=preserve)
+        stylized = options.stroke.refine(stylized, *size, stylizer.stylize_batch)
         if blender is not None:
+            # The flow is that of the frames at the size of the network's last pass.
             stylized = [
-                blender(frame, styled) for frame, styled in zip(working, stylized, strict=True)
+                blender(image_io.resize(frame, styled.shape[1::-1]), styled)
+                for frame, styled in zip(group, stylized, strict=True)
             ]
         for frame, styled in zip(group, stylized, strict=True):
             yield options.stroke.finish(styled, frame, preserve_color=options.preserve_color)

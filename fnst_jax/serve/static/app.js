@@ -232,6 +232,8 @@ function requestUrl() {
   if ($("format").value) params.set("format", $("format").value);
   if ($("preserve-color").checked) params.set("preserve_color", "true");
   params.set("stroke_scale", $("stroke-scale").value);
+  if (!$("detail-pass").checked) params.set("detail_pass", "false");
+  if (!$("keep-brightness").checked) params.set("keep_brightness", "false");
   const mix = blendParameter();
   if (mix) params.set("mix", mix);
   return `/v1/stylize?${params}`;
@@ -301,9 +303,11 @@ async function stylizeOnServer(fallback) {
     const parts = [`${Math.round(performance.now() - started)} ms in all`];
     if (response.headers.get("X-Network-Time-Ms")) {
       const working = response.headers.get("X-Working-Size");
+      const detail = response.headers.get("X-Detail-Size");
       parts.push(
         `network ${Math.round(Number(response.headers.get("X-Network-Time-Ms")))} ms` +
-          (working ? ` at ${working}` : ""),
+          (working ? ` at ${working}` : "") +
+          (detail ? `, then ${detail}` : ""),
       );
     }
     if (response.headers.get("X-Batch-Size")) {

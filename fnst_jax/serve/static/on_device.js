@@ -4,11 +4,13 @@
 // `stylizeFrame` is the one path from a picture to a stylized image here, for photos
 // (`stylizeOnDevice`) and the webcam's live preview (camera.js), as fnst_jax.stylize.run
 // does it: the picture at the output size; the network at the stroke scale's working size
-// (stroke.js; tiled as device.js decides, at that size); a result below the output size
-// enlarged to it (pixels.js's `upsamplePixels`, the browser's cousin of stylize.py's
-// bicubic); colours kept on request from the picture at the output size. At a working size
-// equal to the output size (S = 1, or "auto" for a model without a native size) the output
-// is what it was without a stroke scale: the network's float output finished directly.
+// (stroke.js; tiled as device.js decides, at that size), then, below the output size and
+// unless the page turns it off, its detail pass over that result enlarged (`detailSize`);
+// the last result enlarged to the output size (pixels.js's `upsamplePixels`, the
+// browser's cousin of stylize.py's bicubic); colours kept on request from the picture at
+// the output size; the picture's brightness kept unless the page turns it off (pixels.js's
+// `keepBrightness`). At a working size equal to the output size (S = 1, or "auto" for a
+// model without a native size) the network's float output is finished directly.
 
 import { DeviceModel, DeviceRuntime } from "./device.js";
 import {
@@ -26,11 +28,12 @@ import {
   decodePhoto,
   encodePixels,
   finishPixels,
+  keepBrightness,
   photoPixels,
   targetSize,
   upsamplePixels,
 } from "./pixels.js";
-import { parseScale, workingSize } from "./stroke.js";
+import { detailSize, parseScale, workingSize } from "./stroke.js";
 
 const RUN_KEY = "fnst-run";
 
@@ -80,7 +83,8 @@ export function networkSize(entry, model, width, height) {
 
 /**
  * `source` (an ImageBitmap, or the webcam's video) stylized at width x height by `model`
- * with the page's options -> {image: ImageData, working: [width, height], networkMs}.
+ * with the page's options -> {image: ImageData, working: [width, height], detail: its
+ * detail pass's [width, height] or null, networkMs (both passes)}.
  * options: maxPixels, tile and onProgress for device.js; keepAlpha: the picture's alpha.
  */
 export async function stylizeFrame(entry, model, source, width, height, options = {}) {
@@ -91,19 +95,32 @@ export async function stylizeFrame(entry, model, source, width, height, options 
   const picture = await photoPixels(source, width, height);
   const rescaled = workWidth !== width || workHeight !== height;
   const input = rescaled ? await photoPixels(source, workWidth, workHeight) : picture;
+  const detail = $("detail-pass").checked
+    ? detailSize(width, height, [workWidth, workHeight])
+    : null;
+  const detailRefused = detail && model.refusal(detail[1], detail[0], network.maxPixels);
+  if (detailRefused) throw new Error(detailRefused);
+  const style = styleWeights(entry, model);
   const computing = performance.now();
-  let output = await model.stylize(input.rgb, workHeight, workWidth, {
-    ...network,
-    style: styleWeights(entry, model),
-  });
+  let output = await model.stylize(input.rgb, workHeight, workWidth, { ...network, style });
+  let [lastWidth, lastHeight] = [workWidth, workHeight];
+  if (detail) {
+    const enlarged = upsamplePixels(finishPixels(output, workWidth, workHeight), ...detail);
+    output = await model.stylize(enlarged, detail[1], detail[0], { ...network, style });
+    [lastWidth, lastHeight] = detail;
+  }
   const networkMs = performance.now() - computing;
-  if (rescaled) output = upsamplePixels(finishPixels(output, workWidth, workHeight), width, height);
-  const image = finishPixels(output, width, height, {
+  if (lastWidth !== width || lastHeight !== height) {
+    output = upsamplePixels(finishPixels(output, lastWidth, lastHeight), width, height);
+  }
+  const finish = {
     original: picture.rgb,
     preserveColor: $("preserve-color").checked,
     alpha: keepAlpha ? picture.alpha : null,
-  });
-  return { image, working: [workWidth, workHeight], networkMs };
+  };
+  let image = finishPixels(output, width, height, finish);
+  if ($("keep-brightness").checked) image = keepBrightness(image, picture.rgb, finish);
+  return { image, working: [workWidth, workHeight], detail, networkMs };
 }
 
 function outputType() {
@@ -124,7 +141,7 @@ export async function stylizeOnDevice() {
     const [workWidth, workHeight] = networkSize(entry, model, width, height);
     const at = workWidth === width ? "" : ` (the network at ${workWidth}x${workHeight})`;
     showProgress(`Stylizing ${width}x${height}${at} on this device (${model.runtime.label})…`);
-    const { image, networkMs } = await stylizeFrame(entry, model, bitmap, width, height, {
+    const { image, detail, networkMs } = await stylizeFrame(entry, model, bitmap, width, height, {
       maxPixels: SETTINGS.maxPixels,
       tile: SETTINGS.tile,
       onProgress: showProgress,
@@ -133,7 +150,8 @@ export async function stylizeOnDevice() {
     const blob = await encodePixels(image, outputType());
     showResult(blob, [
       `${Math.round(performance.now() - started)} ms in all`,
-      `network ${Math.round(networkMs)} ms at ${workWidth}x${workHeight}`,
+      `network ${Math.round(networkMs)} ms at ${workWidth}x${workHeight}` +
+        (detail ? `, then ${detail[0]}x${detail[1]}` : ""),
       `on this device (${model.runtime.label})`,
     ]);
     $("timing").dataset.networkMs = networkMs.toFixed(1); // for benchmarks/browser.py

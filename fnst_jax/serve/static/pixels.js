@@ -171,8 +171,77 @@ export function upsamplePixels(image, width, height) {
   context.imageSmoothingEnabled = true;
   context.imageSmoothingQuality = "high";
   context.drawImage(source, 0, 0, width, height);
-  const rgba = context.getImageData(0, 0, width, height).data;
-  const rgb = new Uint8Array(width * height * 3);
+  return imageRgb(context.getImageData(0, 0, width, height));
+}
+
+// fnst_jax.brightness: the tone curve v -> 255 (v / 255)^g that gives the output the
+// picture's mean BT.601 luma, g found by bisection on log2 g in [-4, 4] over the output's
+// per-channel histograms.
+const LUMA = [0.299, 0.587, 0.114];
+const MAX_LOG2_GAMMA = 4;
+const BISECTIONS = 40;
+
+/** The mean luma of RGB bytes (count*3), in float64 from the channel sums. */
+function meanLuma(rgb, count) {
+  const sums = [0, 0, 0];
+  for (let i = 0; i < count; i++) {
+    sums[0] += rgb[3 * i];
+    sums[1] += rgb[3 * i + 1];
+    sums[2] += rgb[3 * i + 2];
+  }
+  return LUMA.reduce((total, weight, c) => total + (weight * sums[c]) / Math.max(1, count), 0);
+}
+
+/**
+ * ImageData `image` given the mean luma of `pictureRgb` (RGB bytes of the same size): every
+ * colour channel through one gamma curve (in place), then, with `preserveColor`, the
+ * picture's colours again (a new ImageData, `alpha` put back as `finishPixels` does).
+ */
+export function keepBrightness(image, pictureRgb, options = {}) {
+  const target = meanLuma(pictureRgb, pictureRgb.length / 3);
+  const rgba = image.data;
+  const count = image.width * image.height;
+  const counts = [0, 1, 2].map(() => new Float64Array(256));
+  for (let i = 0; i < count; i++) {
+    counts[0][rgba[4 * i]] += 1;
+    counts[1][rgba[4 * i + 1]] += 1;
+    counts[2][rgba[4 * i + 2]] += 1;
+  }
+  const lumaAt = (log2Gamma) => {
+    const gamma = 2 ** log2Gamma;
+    let total = 0;
+    for (let c = 0; c < 3; c++) {
+      for (let v = 0; v < 256; v++) {
+        total += ((LUMA[c] * counts[c][v]) / Math.max(1, count)) * (v / 255) ** gamma;
+      }
+    }
+    return 255 * total;
+  };
+  let [low, high] = [-MAX_LOG2_GAMMA, MAX_LOG2_GAMMA];
+  for (let i = 0; i < BISECTIONS; i++) {
+    const middle = (low + high) / 2;
+    if (lumaAt(middle) > target) low = middle;
+    else high = middle;
+  }
+  const gamma = 2 ** ((low + high) / 2);
+  const curve = new Uint8Array(256);
+  for (let v = 0; v < 256; v++) curve[v] = toLevel(255 * (v / 255) ** gamma);
+  for (let i = 0; i < count; i++) {
+    rgba[4 * i] = curve[rgba[4 * i]];
+    rgba[4 * i + 1] = curve[rgba[4 * i + 1]];
+    rgba[4 * i + 2] = curve[rgba[4 * i + 2]];
+  }
+  if (!options.preserveColor) return image;
+  return finishPixels(imageRgb(image), image.width, image.height, {
+    ...options,
+    original: pictureRgb,
+  });
+}
+
+/** ImageData -> its RGB bytes (height*width*3). */
+function imageRgb(image) {
+  const rgba = image.data;
+  const rgb = new Uint8Array(image.width * image.height * 3);
   for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
     rgb[j] = rgba[i];
     rgb[j + 1] = rgba[i + 1];

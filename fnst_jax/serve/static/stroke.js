@@ -3,13 +3,16 @@
 // output size (pixels.js's `upsamplePixels`). "auto": S = the longest side / the model's
 // native size (the ONNX file's `native_size` property), so the strokes are in proportion to
 // the photo, and at least 1 (a photo smaller than the native size runs at its own size); a
-// model without a native size runs at S = 1, the output size.
+// model without a native size runs at S = 1, the output size. Below the output size the
+// network paints once more, over its result enlarged to twice the working size (at most the
+// output size): the detail pass (`detailSize`).
 
 import { roundHalfEven } from "./pixels.js";
 
 export const AUTO = "auto";
 const MIN_WORKING_SIDE = 16; // px: stroke.MIN_WORKING_SIDE
 const MAX_UPSCALE = 8; // stroke.MAX_UPSCALE: a working image at most 8x the output's side
+const DETAIL_FACTOR = 2; // stroke.DETAIL_FACTOR: the detail pass at twice the working size
 
 /** The select's value -> S, or null for "auto"; throws for anything else. */
 export function parseScale(text) {
@@ -49,4 +52,19 @@ export function workingSize(width, height, scale, native) {
     );
   }
   return size;
+}
+
+/**
+ * [width, height] of the detail pass for an output of width x height whose network ran at
+ * `working` (stroke.Stroke.detail_size), or null when there is none: the network at the
+ * output size or above.
+ */
+export function detailSize(width, height, working) {
+  const longest = Math.max(width, height);
+  if (Math.max(...working) >= longest) return null;
+  const factor = Math.min(1, (DETAIL_FACTOR * Math.max(...working)) / longest);
+  return [
+    Math.max(1, roundHalfEven(width * factor)),
+    Math.max(1, roundHalfEven(height * factor)),
+  ];
 }
