@@ -7,7 +7,8 @@ strokes are a faint texture. The stroke scale S sets the resolution the network 
 
   working size = output size / S      strokes S times their trained size in output pixels
   S = 1                               the network runs at the output size (bit for bit the
-                                      output without a stroke scale)
+                                      output without a stroke scale, before the brightness
+                                      curve below)
   S = "auto" (the default)            S = longest side / `native_size`, at least 1: the
                                       network runs at its native size, so strokes are
                                       proportional to the image, and any photo looks the way
