@@ -17,7 +17,7 @@ from stylize_helpers import TEST_PAD, make_test_model, natural_image, save
 from stylize_helpers import run as run_stylize_py
 from test_serve import assert_error, call, decode, png_bytes, running_service
 
-from fnst_jax import brightness, export
+from fnst_jax import export, stroke
 from fnst_jax.stylize import Stylizer
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -69,7 +69,9 @@ def test_scale_1_is_the_output_without_a_stroke_scale(app, model_dir):
     native = post(app, "model=native&stroke_scale=1&preserve_color=true", body)
     assert native.headers["x-working-size"] == "44x30"
     reference = Stylizer.from_model_file(model_dir / "native.npz")
-    expected = brightness.keep(reference.stylize(image, preserve_color=True), image)
+    # stylize.py's finish: the photo's brightness, then its colours again
+    raw = reference.stylize(image, preserve_color=True)
+    expected = stroke.Stroke(1.0).finish(raw, image, preserve_color=True)
     assert (decode(native) == expected).all()
 
 

@@ -76,8 +76,14 @@ def test_finish_same_size_is_the_input_itself_or_its_brightness_kept():
     image, photo = natural_image(20, 30), natural_image(20, 30, seed=4) // 2
     plain = stroke.Stroke(2.0, keep_brightness=False)
     assert plain.finish(image, photo, preserve_color=True) is image
+    np.testing.assert_array_equal(
+        stroke.Stroke(2.0).finish(image, photo), brightness.keep(image, photo)
+    )
+    # colours kept: the curve, then the photo's colours again with the curve's luminance
     kept = stroke.Stroke(2.0).finish(image, photo, preserve_color=True)
-    np.testing.assert_array_equal(kept, brightness.keep(image, photo))
+    curved = brightness.keep(image, photo)
+    expected = image_io.to_uint8(image_io.transfer_luminance(curved, photo))
+    np.testing.assert_array_equal(kept, expected)
 
 
 @pytest.mark.parametrize("upsampler", stroke.UPSAMPLERS)
