@@ -3,7 +3,7 @@
 The network cannot see how bright a photo is: its first layer is instance-normalised, which
 removes any brightness offset and contrast scale of the input, so a night photo and a day
 photo of the same scene come out equally bright, as bright as the style makes them. What
-stylize.py writes by default (`keep=True` in `fnst_jax.stroke.Stroke`) puts the photo's
+stylize.py writes by default (`keep_brightness` in `fnst_jax.stroke.Stroke`) puts the photo's
 brightness back: every channel of the output goes through one gamma curve
 
     v -> 255 * (v / 255) ** g

@@ -7,7 +7,8 @@ stability term's perturbations fixed, the quality figures (`fnst_jax.quality`) a
 style image at the validation size. With `config.validation_size` the quality figures are
 also taken where users look (`SizedView`): the same held-out images cropped at that size,
 stylized as stylize.py would (stroke scale auto: the network at the model's native size,
-its detail pass, then upsampled; `fnst_jax.stroke`), logged as `at{size}/style_reduction` and so on.
+its detail pass, upsampled, the photo's brightness kept; `fnst_jax.stroke`), logged as
+`at{size}/style_reduction` and so on.
 """
 
 from __future__ import annotations
