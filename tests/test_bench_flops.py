@@ -38,6 +38,7 @@ def test_analytic_flops_by_hand():
     assert train == 3 * transformer - first_conv + 3 * vgg1 + 3 * gram
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,batch,pad", [(128, 2, 40), (256, 4, 40)])
 def test_xla_cost_analysis_agrees_with_analytic_flops(size, batch, pad, random_vgg):
     """The project's jitted train step (lowered, not compiled) against the analytic count.

@@ -386,6 +386,7 @@ def test_sample_is_a_deterministic_subset(tmp_path):
     assert first_epoch(0) == subset
 
 
+@pytest.mark.slow
 def test_deterministic_across_worker_counts(tmp_path):
     write_colour_folder(tmp_path / "images", 9)
     write_bad_files(tmp_path / "images" / "bad")

@@ -204,6 +204,7 @@ def test_bad_inputs_are_named(clip, tmp_path, capsys):
         assert code == 2 and err.startswith("error: ") and message in err, (arguments, err)
 
 
+@pytest.mark.slow
 def test_one_style_of_a_multi_style_model(clip, small_vgg, tmp_path, monkeypatch, capsys):
     """--model-style picks a style of a multi-style model: its frames, and its style loss
     against that style's image and balanced weight (the image mode's setup)."""

@@ -29,6 +29,7 @@ def test_mixed_sizes_share_one_compiled_shape():
     assert stylizer.compiled_shapes == {(1, 64, 64, 3)}
 
 
+@pytest.mark.slow
 def test_compile_ahead_leaves_nothing_to_compile_for_that_shape(compiled_programs):
     """`Stylizer.compile` (a service's warm-up) compiles the network for a batch shape
     without running it; a later batch of that shape compiles no network program, and one of
