@@ -66,6 +66,7 @@ def test_batcher_bounds_the_queue_and_drains():
     with pytest.raises(ServiceError) as refused:
         queue.reserve()
     assert refused.value.status == 503 and "Retry-After" in refused.value.headers
+    queue.reserve(admitted=True).release()  # an admitted request's next pass: never refused
     second.release()
     second.release()  # idempotent
     assert queue.depth == 1
@@ -75,6 +76,7 @@ def test_batcher_bounds_the_queue_and_drains():
     with pytest.raises(ServiceError) as closed:
         queue.reserve()
     assert closed.value.code == "shutting_down"
+    queue.reserve(admitted=True).release()  # admitted requests finish while draining
     queue.stop(timeout_s=10)
 
 

@@ -142,14 +142,16 @@ class Batcher:
             worker.start()
             self._workers.append(worker)
 
-    def reserve(self) -> Ticket:
-        """A queue slot, or ServiceError 503 (queue full, or draining)."""
+    def reserve(self, *, admitted: bool = False) -> Ticket:
+        """A queue slot, or ServiceError 503 (queue full, or draining). admitted: the next
+        network pass of a request already admitted (a detail pass), never refused, so that
+        no request is turned away halfway."""
         with self._condition:
-            if self._draining:
+            if self._draining and not admitted:
                 raise errors.unavailable(
                     "shutting_down", "the service is shutting down; retry on another replica", 1
                 )
-            if self._reserved + len(self._pending) >= self.queue_size:
+            if self._reserved + len(self._pending) >= self.queue_size and not admitted:
                 raise errors.unavailable(
                     "busy",
                     f"the service is busy ({self.queue_size} requests waiting); retry shortly",

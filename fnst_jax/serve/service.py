@@ -327,17 +327,14 @@ class Service:
             return None
         height, width = prepared.photo.shape[:2]
         detail_size = strokes.detail_size(width, height)
-        if detail_size is not None:  # the detail pass: a second trip through the queue
+        if detail_size is not None:  # the detail pass: the request's second network job
             detail_input = await loop.run_in_executor(
                 self.pool, strokes.detail_input, result.image, detail_size
             )
-            ticket = self.batcher.reserve()
-            try:
-                future = self.batcher.submit(
-                    ticket, self._job(model, detail_input, False, deadline, style)
-                )
-            finally:
-                ticket.release()
+            ticket = self.batcher.reserve(admitted=True)  # admitted already: never a 503
+            future = self.batcher.submit(
+                ticket, self._job(model, detail_input, False, deadline, style)
+            )
             detailed = await self._wait(future, deadline, client_gone)
             if detailed is None:
                 return None
