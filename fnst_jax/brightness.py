@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as fnst_jax.quality
+from fnst_jax.image_io import LUMA_WEIGHTS as BT601
+
+LUMA_WEIGHTS = np.array(BT601)  # float64, as fnst_jax.quality measures the luminance
 MAX_LOG2_GAMMA = 4.0  # g between 1/16 and 16
 BISECTIONS = 40
 LEVELS = np.arange(256) / 255.0

@@ -122,15 +122,17 @@ class Evaluator:
         stylized, seconds = self.stylize(jnp.asarray(working, jnp.float32)[None])
         if working.shape == image.shape and not scale.keep_brightness:
             return np.asarray(stylized[0]), seconds
+        timings = [seconds]
+
+        def network(images: list[np.ndarray]) -> list[np.ndarray]:  # the detail pass
+            detailed, detail_seconds = self.stylize(jnp.asarray(np.stack(images), jnp.float32))
+            timings.append(detail_seconds)
+            return list(image_io.to_uint8(np.asarray(detailed)))
+
         height, width = image.shape[:2]
-        detail_size = scale.detail_size(width, height)
-        last = image_io.to_uint8(np.asarray(stylized[0]))
-        if detail_size is not None:
-            detailed, detail_seconds = self.stylize(
-                jnp.asarray(scale.detail_input(last, detail_size), jnp.float32)[None]
-            )
-            last, seconds = image_io.to_uint8(np.asarray(detailed[0])), seconds + detail_seconds
-        return scale.finish(last, image).astype(np.float32), seconds
+        first = [image_io.to_uint8(np.asarray(stylized[0]))]
+        (last,) = scale.refine(first, width, height, network)
+        return scale.finish(last, image).astype(np.float32), sum(timings)
 
     def score(self, images: jax.Array, stylized: jax.Array) -> list[dict[str, float]]:
         """The weighted loss terms of each image on its own (as a batch of one), and its

@@ -44,7 +44,7 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 CONTENT_LAYER = "relu2_2"
 # The VGG layers the figures need (relu3_1: the first 5 convolutions).
 LAYERS = (*STYLE_LAYERS, CONTENT_LAYER)
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 (the JPEG Y' of image_io)
+LUMA_WEIGHTS = image_io.LUMA_WEIGHTS  # ITU-R BT.601 (the JPEG Y' of image_io)
 LUMINANCE_STANDARD = "ITU-R BT.601 luma 0.299 R' + 0.587 G' + 0.114 B' of the 0..255 values"
 # Per-image figures, in report order.
 KEYS = (

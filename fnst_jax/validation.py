@@ -146,7 +146,11 @@ class Validation:
     quality_grams: list[dict[str, jax.Array]] | None  # per trained style; None: no figures
     names: list[str]  # of the trained styles
     sized: SizedView | None = None  # the figures at the size users stylize at, if any
-    stylize: StylizeFn | None = None  # `train_step.make_stylize_fn`: what `sized` runs
+    stylize: StylizeFn | None = None  # `train_step.make_stylize_fn`: what `sized` runs on
+
+    def __post_init__(self) -> None:
+        if self.sized is not None and self.stylize is None:
+            raise ValueError("Validation: a sized view needs the network alone (`stylize`)")
 
     def _one(self, params: Params, style: int) -> tuple[dict[str, float], jax.Array]:
         terms, stylized = self.evaluate(params, self.images, self.vgg, self.target_grams, style)
@@ -155,8 +159,6 @@ class Validation:
         if self.sized is not None:
 
             def stylize(images: np.ndarray) -> jax.Array:
-                if self.stylize is None:
-                    return self.evaluate(params, images, self.vgg, self.target_grams, style)[1]
                 return self.stylize(params, images, self.target_grams, style)
 
             logged.update(self.sized.figures(stylize, self.vgg, style))
